@@ -1,0 +1,109 @@
+"""File-system helpers shared by the format modules.
+
+Writers never write in place: they write a temporary sibling and rename it
+over the target, so a failure (a typed error halfway through, a full disk)
+leaves nothing behind and never a half-written file under the final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..errors import BadInput, NotFound
+from ..names import check_file_path
+from ..snapshot import Snapshot, Tensor
+
+
+def existing(path: str | os.PathLike) -> Path:
+    """The path as a Path, or NotFound when nothing is there."""
+    p = Path(path)
+    if not p.exists():
+        raise NotFound(f"{p}: no such file or directory")
+    return p
+
+
+def open_input(path: str | os.PathLike) -> BinaryIO:
+    """Open a regular file for reading (NotFound / BadInput, never OSError)."""
+    p = existing(path)
+    if not p.is_file():
+        raise BadInput(f"{p}: not a regular file")
+    try:
+        return open(p, "rb")
+    except OSError as e:
+        raise BadInput(f"{p}: cannot open: {e.strerror or e}") from None
+
+
+def _check_output_file(out: Path) -> None:
+    if out.is_dir():
+        raise BadInput(f"{out}: is a directory, expected a file path")
+
+
+@contextlib.contextmanager
+def atomic_file(out_path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yield a temporary file that replaces ``out_path`` only on success."""
+    out = Path(out_path)
+    _check_output_file(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pas-tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(out_path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder that becomes ``out_path`` on success.
+
+    ``out_path`` must not exist or be an empty folder: mixing new shards
+    with stale ones from an earlier export would silently corrupt it.
+    """
+    out = Path(out_path)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise BadInput(f"{out}: exists and is not a directory")
+        if any(out.iterdir()):
+            raise BadInput(f"{out}: output folder is not empty")
+        out = Path(os.path.realpath(out))    # an (empty) symlinked folder: fill its target
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pas-tmp"))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()          # empty (checked above); portable rename needs it gone
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def join_inside(root: Path, relpath: str) -> Path:
+    """``root / relpath`` after checking the path grammar and that it stays inside."""
+    check_file_path(relpath)
+    target = root.joinpath(*relpath.split("/"))
+    # Belt and braces: no component may be a symlink leading elsewhere.
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(target)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise BadInput(f"{relpath!r} resolves outside the output folder")
+    return target
+
+
+def snapshot_tensors(snapshot: Snapshot) -> list[Tensor]:
+    """The snapshot's tensors in order, checking each is filed under its own name."""
+    out = []
+    for key, t in snapshot.tensors.items():
+        if not isinstance(t, Tensor) or key != t.name:
+            raise BadInput(f"snapshot entry {key!r} is not a Tensor named {key!r}")
+        out.append(t)
+    return out

@@ -1,0 +1,24 @@
+"""Content addresses: xxh3-128 digests (fast, 20+ GB/s), keyed together with
+the length; a dedup hit is always confirmed against the stored bytes, since
+xxh3 is not collision-resistant (reliability-plan.md §1.5)."""
+from __future__ import annotations
+
+import xxhash
+
+DIGEST_SIZE = 16
+
+
+def digest(data) -> bytes:
+    return xxhash.xxh3_128_digest(data)
+
+
+def digest_parts(*parts) -> bytes:
+    h = xxhash.xxh3_128()
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def checksum64(data) -> bytes:
+    """8-byte check appended to mutable or small records (refs, manifests)."""
+    return xxhash.xxh3_64_digest(data)

@@ -1,0 +1,148 @@
+"""Keys and records: how repository objects are named and serialised in a store.
+
+Key space (every key starts with a one-byte kind; see docs/format.md):
+
+    c <digest:16> <length:8 BE> <variant:1>   chunk: framed, encoded bytes of one stream piece
+    t <digest:16> <length:8 BE> <variant:1>   tensor record: how one tensor's bytes are stored
+    v <version id:16>                          version manifest (JSON), immutable
+    r <ref name, UTF-8>                        ref: a version id, mutable
+
+Chunk and tensor keys are content addresses of the *decoded* bytes; the
+variant byte separates distinct contents whose digests collide (a dedup hit
+is always confirmed). Every JSON record carries a trailing 8-byte xxh3-64 of
+its body, so a damaged record is detected before it is trusted.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import IntegrityError
+from .hashing import DIGEST_SIZE, checksum64, digest
+
+CHUNK, TENSOR, VERSION, REF = b"c", b"t", b"v", b"r"
+ADDRESS_SIZE = DIGEST_SIZE + 8 + 1
+VERSION_ID_SIZE = 16
+
+
+def address(digest_: bytes, length: int, variant: int = 0) -> bytes:
+    return digest_ + struct.pack(">QB", length, variant)
+
+
+def address_length(addr: bytes) -> int:
+    return struct.unpack(">Q", addr[DIGEST_SIZE:DIGEST_SIZE + 8])[0]
+
+
+def address_digest(addr: bytes) -> bytes:
+    return addr[:DIGEST_SIZE]
+
+
+def with_variant(addr: bytes, variant: int) -> bytes:
+    if variant > 255:
+        raise IntegrityError("more than 256 distinct contents share one digest")
+    return addr[:-1] + bytes((variant,))
+
+
+def check_address(data, addr: bytes, what: str) -> None:
+    """Raise IntegrityError unless ``data`` is what ``addr`` names."""
+    if len(data) != address_length(addr) or digest(data) != address_digest(addr):
+        raise IntegrityError(f"{what} {addr.hex()[:16]} does not match its content address")
+
+
+def pack_json(obj: Any) -> bytes:
+    body = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    return body + checksum64(body)
+
+
+def unpack_json(value: bytes, what: str) -> Any:
+    body, check = value[:-8], value[-8:]
+    if len(value) < 8 or checksum64(body) != check:
+        raise IntegrityError(f"{what} is damaged (checksum mismatch)")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise IntegrityError(f"{what} is damaged: {exc}") from None
+
+
+def pack_ref(version_id: bytes) -> bytes:
+    return version_id + checksum64(version_id)
+
+
+def unpack_ref(value: bytes, name: str) -> bytes:
+    vid, check = value[:VERSION_ID_SIZE], value[VERSION_ID_SIZE:]
+    if len(value) != VERSION_ID_SIZE + 8 or checksum64(vid) != check:
+        raise IntegrityError(f"ref {name!r} is damaged (checksum mismatch)")
+    return vid
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor (or side file) of a version, as listed in its manifest."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    object: bytes  # tensor record address
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "nbytes": self.nbytes, "object": self.object.hex()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorEntry":
+        return cls(d["name"], d["dtype"], tuple(d["shape"]), int(d["nbytes"]), bytes.fromhex(d["object"]))
+
+
+@dataclass
+class Version:
+    """An immutable version: its id is the digest of its manifest."""
+
+    id: bytes
+    manifest: dict
+
+    @property
+    def hex(self) -> str:
+        return self.id.hex()
+
+    @property
+    def short(self) -> str:
+        return self.id.hex()[:12]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def parent(self) -> bytes | None:
+        p = self.manifest.get("parent")
+        return bytes.fromhex(p) if p else None
+
+    @property
+    def time(self) -> str:
+        return self.manifest["time"]
+
+    @property
+    def message(self) -> str:
+        return self.manifest.get("message", "")
+
+    @property
+    def tensors(self) -> list[TensorEntry]:
+        return [TensorEntry.from_json(d) for d in self.manifest["tensors"]]
+
+    @property
+    def files(self) -> list[TensorEntry]:
+        return [TensorEntry.from_json(d) for d in self.manifest.get("files", [])]
+
+    @property
+    def logical_bytes(self) -> int:
+        return int(self.manifest["logical_bytes"])
+
+    def summary(self) -> dict:
+        m = self.manifest
+        return {"id": self.hex, "name": self.name, "parent": m.get("parent"), "time": self.time,
+                "message": self.message, "tensors": len(m["tensors"]), "files": len(m.get("files", [])),
+                "logical_bytes": self.logical_bytes, "format": m["source"]["format"],
+                "metadata": m["source"].get("metadata", {})}

@@ -1,0 +1,107 @@
+"""The embedded default store: RocksDB through rocksdict.
+
+RocksDB gives an atomic WriteBatch across kill -9 and a process-level LOCK
+file; pas adds what RocksDB does not: its own hashes on every value (checked
+by the repository), and a typed `RepositoryLocked` for a second writer.
+Values are already compressed by pas, so RocksDB's own compression is off.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..errors import RepositoryLocked, StoreError
+from .base import ATOMIC_BATCH, DURABLE_SYNC, PERSISTENT, Store
+
+
+def _classify(exc: Exception, path: Path) -> Exception:
+    # rocksdict raises plain Exception; the message is all we have.
+    msg = str(exc)
+    if "lock" in msg.lower() and ("LOCK" in msg or "lock hold" in msg):
+        return RepositoryLocked(
+            f"repository is locked by another process ({path}); try again when it has finished")
+    return StoreError(f"RocksDB error at {path}: {msg}")
+
+
+class RocksStore(Store):
+    capabilities = frozenset({ATOMIC_BATCH, DURABLE_SYNC, PERSISTENT})
+
+    def __init__(self, path: str | os.PathLike, read_only: bool = False, create: bool = False):
+        from rocksdict import (AccessType, DBCompressionType, Options, Rdict,
+                               ReadOptions, WriteOptions)
+        self.path = Path(path)
+        self.read_only = read_only
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(create)
+        opts.set_compression_type(DBCompressionType.none())
+        opts.set_paranoid_checks(True)
+        access = AccessType.read_only() if read_only else AccessType.read_write()
+        try:
+            self._db = Rdict(str(self.path), options=opts, access_type=access)
+        except Exception as exc:  # noqa: BLE001 - rocksdict only raises Exception
+            raise _classify(exc, self.path) from exc
+        ropts = ReadOptions(raw_mode=True)
+        ropts.set_verify_checksums(True)
+        self._db.set_read_options(ropts)
+        self._WriteOptions = WriteOptions
+
+    def _batch(self):
+        from rocksdict import WriteBatch
+        return WriteBatch(raw_mode=True)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            return list(self._db.get([bytes(k) for k in keys]))
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.path) from exc
+
+    def put_if_absent(self, key: bytes, value: bytes) -> bool:
+        # Single writer per repository (the RocksDB LOCK), so check-then-put is safe.
+        if self.exists(key):
+            return False
+        self.write([(key, value)])
+        return True
+
+    def exists(self, key: bytes) -> bool:
+        return self.get_many([key])[0] is not None
+
+    def write(self, puts: Iterable[tuple[bytes, bytes]] = (), deletes: Iterable[bytes] = (),
+              sync: bool = False) -> None:
+        batch = self._batch()
+        for k, v in puts:
+            batch.put(bytes(k), bytes(v))
+        for k in deletes:
+            batch.delete(bytes(k))
+        wopts = self._WriteOptions()
+        wopts.sync = sync
+        try:
+            self._db.write(batch, wopts)
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.path) from exc
+
+    def list_prefix(self, prefix: bytes) -> Iterator[bytes]:
+        for key in self._db.keys(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            yield key
+
+    def items_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db.items(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            yield key, value
+
+    def size_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def close(self) -> None:
+        db, self._db = getattr(self, "_db", None), None
+        if db is not None:
+            try:
+                if not self.read_only:
+                    db.flush_wal(True)
+            finally:
+                db.close()
