@@ -35,7 +35,7 @@ DEFAULT_CONFIG = {
     "format_version": FORMAT_VERSION,
     "hash": "xxh3-128",
     "chunker": {"id": "fixed", "size": 1 << 20},
-    "codec": {"id": "zstd", "level": 3, "min_match": 7},
+    "codec": {"id": "zstd", "level": 1},
 }
 #: Bytes of new chunks held in memory before they are written in one batch.
 BATCH_BYTES = 64 << 20

