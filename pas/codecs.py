@@ -12,6 +12,7 @@ costs one byte, a chunk the compressor cannot shrink by 5% is stored raw
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -78,7 +79,7 @@ class Zstd(Codec):
     def __init__(self, level: int = 3, min_match: int | None = None):
         self.level = int(level)
         self.min_match = None if min_match is None else int(min_match)
-        self._c = None
+        self._local = threading.local()  # a ZstdCompressor must not be shared between threads
 
     def get_config(self):
         cfg = {"id": self.codec_id, "level": self.level}
@@ -88,28 +89,36 @@ class Zstd(Codec):
 
     def _compressor(self):
         import zstandard
-        if self._c is None:
+        c = getattr(self._local, "c", None)
+        if c is None:
             if self.min_match is None:
-                self._c = zstandard.ZstdCompressor(level=self.level)
+                c = zstandard.ZstdCompressor(level=self.level)
             else:
                 params = zstandard.ZstdCompressionParameters.from_level(
                     self.level, min_match=self.min_match)
-                self._c = zstandard.ZstdCompressor(compression_params=params)
-        return self._c
+                c = zstandard.ZstdCompressor(compression_params=params)
+            self._local.c = c
+        return c
 
     def encode(self, data):
         return self._compressor().compress(data)
 
     def decode(self, data, size):
         import zstandard
+        d = getattr(self._local, "d", None)
+        if d is None:
+            d = self._local.d = zstandard.ZstdDecompressor()
         try:
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+            out = d.decompress(data, max_output_size=size)
         except zstandard.ZstdError as exc:
             raise IntegrityError(f"zstd chunk does not decode: {exc}") from None
         return out
 
     def __getstate__(self):
-        return {"level": self.level, "min_match": self.min_match, "_c": None}
+        return {"level": self.level, "min_match": self.min_match}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
 
 
 class Blosc2(Codec):
@@ -192,10 +201,21 @@ def unframe(value: bytes) -> tuple[Codec, memoryview]:
     return codec, view[2 + n:]
 
 
+#: A big chunk whose first PROBE_BYTES do not shrink below PROBE_RAW_ABOVE is
+#: stored raw without compressing the rest: the low mantissa planes of
+#: weights are near-random, and compressing them is most of ingest time.
+PROBE_BYTES = 1 << 16
+PROBE_RAW_ABOVE = 0.99
+
+
 def encode_chunk(data: np.ndarray, compressor: Codec, raw_above: float = 0.95) -> bytes:
     """Frame ``data`` (a uint8 array) with the cheapest of const / raw / compressor."""
     if data.size and data[0] == data[-1] and not np.any(data != data[0]):
         return frame(CONSTANT, bytes(data[:1]))
+    if data.size >= 4 * PROBE_BYTES:
+        probe = compressor.encode(memoryview(data[:PROBE_BYTES]))
+        if len(probe) > PROBE_RAW_ABOVE * PROBE_BYTES:
+            return frame(RAW, data.tobytes())
     payload = compressor.encode(memoryview(data))
     if len(payload) > raw_above * data.size:
         return frame(RAW, data.tobytes())

@@ -12,10 +12,13 @@ Layouts (chosen per tensor from the data, recorded in the tensor record):
   one plane lets the entropy coder see it (ZipNN's observation); the sign
   moves into plane 1, which is near-random anyway.
 
-Kernels are Numba loops that transform and split in one pass into a
-preallocated buffer, and merge back the same way.
+Kernels (pas/_plane_kernels.py) are Numba loops that permute and split in
+one pass into a preallocated buffer, and merge back the same way; small
+tensors take a numpy path that needs no Numba import.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -24,68 +27,20 @@ from .dtypes import DType
 LAYOUTS = ("planes", "planes-exp")
 
 # Below this many elements numpy does the work: importing Numba costs more
-# than it saves, and a CLI call on a small model must stay fast.
+# than it saves, and a CLI call on a small model must stay fast. Once the
+# kernels are loaded anyway, they serve every tensor above a few KiB.
 NUMBA_MIN_ELEMENTS = 1 << 18
+NUMBA_LOADED_MIN_ELEMENTS = 1 << 12
 
-_kernels = None
+def _kernels(k: int):
+    from ._plane_kernels import KERNELS
+    return KERNELS[k]
 
 
-def _load_kernels():
-    """Compile (or load from Numba's cache) the split/merge kernels on first use."""
-    global _kernels
-    if _kernels is not None:
-        return _kernels
-    import numba
-
-    u64 = numba.uint64
-
-    # Every quantity is uint64: Numba turns mixed signed/unsigned arithmetic into floats.
-    # Plane-outer loops write each plane sequentially (3 GB/s on float32).
-    @numba.njit(cache=True, nogil=True)
-    def split(words, out, k, rot, e_bits, m_bits):
-        n = words.shape[0]
-        width = u64(8 * k)
-        m = u64(m_bits)
-        one = u64(1)
-        e_mask = (one << u64(e_bits)) - one
-        m_mask = (one << m) - one
-        for p in range(k):
-            sh = u64(8 * (k - 1 - p))
-            for i in range(n):
-                v = u64(words[i])
-                if rot:
-                    v = (((v >> m) & e_mask) << (m + one)) | (((v >> (width - one)) & one) << m) | (v & m_mask)
-                out[p, i] = numba.uint8((v >> sh) & u64(0xFF))
-
-    # Merge in cache-sized blocks: gather the planes into a uint64 scratch, un-permute, store.
-    @numba.njit(cache=True, nogil=True)
-    def merge(planes, out, k, rot, e_bits, m_bits):
-        n = out.shape[0]
-        width = u64(8 * k)
-        m = u64(m_bits)
-        one = u64(1)
-        e_mask = (one << u64(e_bits)) - one
-        m_mask = (one << m) - one
-        block = 2048
-        tmp = np.zeros(block, np.uint64)
-        for s in range(0, n, block):
-            e = min(n, s + block)
-            length = e - s
-            tmp[:length] = 0
-            for p in range(k):
-                sh = u64(8 * (k - 1 - p))
-                row = planes[p, s:e]
-                for j in range(length):
-                    tmp[j] |= u64(row[j]) << sh
-            if rot:
-                for j in range(length):
-                    v = tmp[j]
-                    tmp[j] = (((v >> m) & one) << (width - one)) | (((v >> (m + one)) & e_mask) << m) | (v & m_mask)
-            for j in range(length):
-                out[s + j] = tmp[j]
-
-    _kernels = (split, merge)
-    return _kernels
+def _use_numba(n: int) -> bool:
+    if n >= NUMBA_MIN_ELEMENTS:
+        return True
+    return n >= NUMBA_LOADED_MIN_ELEMENTS and "pas._plane_kernels" in sys.modules
 
 
 def _params(dtype: DType, layout: str) -> tuple[int, int, int]:
@@ -121,8 +76,8 @@ def split(data: np.ndarray, dtype: DType, layout: str = "planes") -> np.ndarray:
     out = np.empty((k, words.shape[0]), dtype=np.uint8)
     if k == 1:
         out[0] = words.view(np.uint8)
-    elif words.shape[0] >= NUMBA_MIN_ELEMENTS:
-        _load_kernels()[0](words, out, k, rot, e, m)
+    elif _use_numba(words.shape[0]):
+        _kernels(k)[0](words, out, rot, e, m)
     else:
         if rot:
             words = _rotate_np(words, dtype, inverse=False)
@@ -130,17 +85,28 @@ def split(data: np.ndarray, dtype: DType, layout: str = "planes") -> np.ndarray:
     return out
 
 
-def merge(planes: np.ndarray, dtype: DType, layout: str = "planes",
+def merge(planes, dtype: DType, layout: str = "planes",
           out: np.ndarray | None = None) -> np.ndarray:
-    """Inverse of `split`: a flat array of ``dtype.bits_dtype`` (written into ``out`` if given)."""
-    k, n = planes.shape
+    """Inverse of `split`: a flat array of ``dtype.bits_dtype`` (written into ``out`` if given).
+
+    ``planes`` is a (k, n) uint8 array or a sequence of k 1-D uint8 arrays of
+    equal length (e.g. the decoded chunks of one row, used in place).
+    """
+    planes = tuple(planes)
+    k, n = len(planes), (planes[0].shape[0] if planes else 0)
+    if k != dtype.itemsize or any(p.shape != (n,) for p in planes):
+        raise ValueError(f"{dtype.name} needs {dtype.itemsize} planes of equal length")
     if out is None:
         out = np.empty(n, dtype=dtype.bits_dtype)
     rot, e, m = _params(dtype, layout)
     if k == 1:
         out.view(np.uint8)[:] = planes[0]
-    elif n >= NUMBA_MIN_ELEMENTS:
-        _load_kernels()[1](planes, out, k, rot, e, m)
+    elif _use_numba(n):
+        if len({p.flags.writeable for p in planes}) > 1:  # one Numba type for the whole tuple
+            planes = tuple(p if not p.flags.writeable else p.view() for p in planes)
+            for p in planes:
+                p.flags.writeable = False
+        _kernels(k)[1](planes, out, rot, e, m)
     else:
         view = out.view(np.uint8).reshape(n, k)
         for p in range(k):

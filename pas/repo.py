@@ -1,10 +1,11 @@
 """The repository: archive snapshots as versions, retrieve them, verify, collect garbage.
 
 Write order (what makes a version all-or-nothing, docs/format.md):
-  1. chunks, in batches (unsynced; orphans if we crash, removed by gc);
-  2. one final synced batch: tensor records, the version manifest and the ref.
-RocksDB applies a batch atomically and its WAL keeps order, so a version is
-visible only once every byte it names is durable.
+  1. chunks, in bulk batches (volatile; orphans if we crash, removed by gc);
+  2. a store flush: every chunk is durable;
+  3. one final synced batch: tensor records, the version manifest and the ref.
+RocksDB applies a batch atomically, so a version is visible only once every
+byte it names is durable.
 """
 from __future__ import annotations
 
@@ -323,32 +324,42 @@ class Repository:
         src = v.manifest["source"]
         snap = Snapshot(metadata=dict(src.get("metadata", {})), format=src["format"],
                         layout=src.get("layout", {}))
-        for e in entries:
-            snap.add(Tensor(e.name, e.dtype, e.shape, self.read_entry(e)))
-            if progress:
-                progress(e.nbytes)
+        # Tensors decode in parallel (zstd, the Numba merge and hashing release
+        # the GIL); a lone big tensor parallelises over its chunks instead.
+        if len(entries) > 1:
+            def read(e: TensorEntry) -> np.ndarray:
+                data = self.read_entry(e, parallel=False)
+                if progress:
+                    progress(e.nbytes)
+                return data
+            datas = list(self.pool.map(read, entries))
+        else:
+            datas = [self.read_entry(e) for e in entries]
+            if progress and entries:
+                progress(entries[0].nbytes)
+        for e, data in zip(entries, datas):
+            snap.add(Tensor(e.name, e.dtype, e.shape, data))
         if files and names is None:
             for f in v.files:
                 snap.files[f.name] = self.read_entry(f).tobytes()
         return snap
 
-    def read_entry(self, entry: TensorEntry) -> np.ndarray:
-        """One tensor's data, checked against its content address."""
+    def read_entry(self, entry: TensorEntry, parallel: bool = True) -> np.ndarray:
+        """One tensor's data, checked against its content address.
+
+        The whole-tensor digest checks every byte end to end, so chunks are
+        not hashed one by one on this path (one pass less over the data);
+        only when the tensor fails is it decoded again chunk by chunk, to
+        name the damaged chunk.
+        """
         rec = self._tensor_record(entry.object)
         if rec["dtype"] != entry.dtype or tuple(rec["shape"]) != entry.shape:
             raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
-        data = self._decode_tensor(rec)
+        data = self._decode_tensor(rec, parallel, verify_chunks=False)
         if _tensor_digest(entry.dtype, entry.shape, data) != records.address_digest(entry.object):
+            self._decode_tensor(rec, parallel, verify_chunks=True)  # raises, naming the chunk
             raise IntegrityError(f"tensor {entry.name!r} does not match its content address")
         return data
-
-    def read_planes(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, str]:
-        """The top ``k`` byte planes of a tensor (reads only their chunks) and its layout."""
-        rec = self._tensor_record(entry.object)
-        n = int(np.prod(entry.shape, dtype=np.int64))
-        out = np.empty((min(k, len(rec["chunks"])), n), np.uint8)
-        self._decode_planes(rec["chunks"][: out.shape[0]], out)
-        return out, rec["layout"]
 
     def _tensor_record(self, addr: bytes) -> dict:
         value = self.store.get(TENSOR + addr)
@@ -356,44 +367,72 @@ class Repository:
             raise IntegrityError(f"tensor record {addr.hex()[:16]} is missing")
         return records.unpack_json(value, f"tensor record {addr.hex()[:16]}")
 
-    def _decode_tensor(self, rec: dict) -> np.ndarray:
+    def _decode_tensor(self, rec: dict, parallel: bool = True, verify_chunks: bool = True) -> np.ndarray:
+        """Decode a tensor record into its array.
+
+        Every plane is cut at the same offsets, so row j of the tensor is the
+        j-th chunk of each plane: rows are decoded and merged independently
+        (in parallel), straight from the decoded chunks into the output.
+        ``parallel`` must be False when called from a pool thread (the pool
+        would wait on itself).
+        """
         dt = dtypes.get(rec["dtype"])
         shape = tuple(rec["shape"])
         n = int(np.prod(shape, dtype=np.int64))
-        chunk_lists = rec["chunks"]
-        if len(chunk_lists) != dt.itemsize:
+        layout = rec["layout"]
+        addrs = [[bytes.fromhex(h) for h in plane] for plane in rec["chunks"]]
+        if len(addrs) != dt.itemsize:
             raise IntegrityError("tensor record has the wrong number of planes")
-        plane_buf = np.empty((dt.itemsize, n), np.uint8)
-        self._decode_planes(chunk_lists, plane_buf)
-        words = planes.merge(plane_buf, dt, rec["layout"])
-        return words.view(dt.np_dtype).reshape(shape)
+        lengths = [[records.address_length(a) for a in plane] for plane in addrs]
+        if any(sum(ls) != n for ls in lengths) or any(ls != lengths[0] for ls in lengths):
+            raise IntegrityError("tensor record's chunks do not cover the tensor row by row")
+        values = self.store.get_many([CHUNK + a for plane in addrs for a in plane])
+        per_plane = len(addrs[0])
+        offsets = np.concatenate([[0], np.cumsum(lengths[0])]).astype(np.int64)
+        out = np.empty(n, dt.bits_dtype)
 
-    def _decode_planes(self, chunk_lists: list[list[str]], out: np.ndarray) -> None:
-        jobs = []
-        for p, chunk_hexes in enumerate(chunk_lists):
-            off = 0
-            for h in chunk_hexes:
-                addr = bytes.fromhex(h)
-                length = records.address_length(addr)
-                jobs.append((addr, out[p, off:off + length]))
-                off += length
-            if off != out.shape[1]:
-                raise IntegrityError("tensor record's chunks do not cover the tensor")
-        values = self.store.get_many([CHUNK + a for a, _ in jobs])
+        def row(j: int) -> None:
+            pieces = []
+            for p in range(dt.itemsize):
+                addr, value = addrs[p][j], values[p * per_plane + j]
+                if value is None:
+                    raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
+                data = codecs.decode_chunk(value, lengths[p][j])
+                if verify_chunks:
+                    records.check_address(data, addr, "chunk")
+                pieces.append(np.frombuffer(data, np.uint8))
+            planes.merge(pieces, dt, layout, out[offsets[j]:offsets[j + 1]])
 
-        def decode(i: int) -> None:
-            addr, dest = jobs[i]
-            if values[i] is None:
-                raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
-            data = codecs.decode_chunk(values[i], len(dest))
-            records.check_address(data, addr, "chunk")
-            dest[:] = np.frombuffer(data, np.uint8)
-
-        if sum(len(d) for _, d in jobs) >= (4 << 20) and len(jobs) > 1:
-            list(self.pool.map(decode, range(len(jobs))))
+        if parallel and per_plane > 1 and n * dt.itemsize >= (4 << 20):
+            list(self.pool.map(row, range(per_plane)))
         else:
-            for i in range(len(jobs)):
-                decode(i)
+            for j in range(per_plane):
+                row(j)
+        return out.view(dt.np_dtype).reshape(shape)
+
+    def read_planes(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, str]:
+        """The top ``k`` byte planes of a tensor (reads only their chunks) and its layout."""
+        rec = self._tensor_record(entry.object)
+        n = int(np.prod(entry.shape, dtype=np.int64))
+        chunk_lists = rec["chunks"][:k]
+        out = np.empty((len(chunk_lists), n), np.uint8)
+        keys = [bytes.fromhex(h) for plane in chunk_lists for h in plane]
+        values = self.store.get_many([CHUNK + a for a in keys])
+        it = iter(zip(keys, values))
+        for p, plane in enumerate(chunk_lists):
+            off = 0
+            for _ in plane:
+                addr, value = next(it)
+                if value is None:
+                    raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
+                length = records.address_length(addr)
+                data = codecs.decode_chunk(value, length)
+                records.check_address(data, addr, "chunk")
+                out[p, off:off + length] = np.frombuffer(data, np.uint8)
+                off += length
+            if off != n:
+                raise IntegrityError("tensor record's chunks do not cover the tensor")
+        return out, rec["layout"]
 
     # ------------------------------------------------------------------- verify
     def verify(self, progress: Progress | None = None) -> VerifyReport:
@@ -660,12 +699,13 @@ class _Writer:
 
     def flush(self) -> None:
         if self.pending:
-            self.store.write(self.pending.items())
+            self.store.put_many(self.pending.items())
             self.pending.clear()
             self.pending_bytes = 0
 
     def commit(self) -> None:
         self.flush()
+        self.store.flush()  # chunks durable before the records that name them
         self.store.write(self.final, sync=True)
         self.physical_added += sum(len(k) + len(v) for k, v in self.final
                                    if k[:1] in (VERSION, REF))

@@ -124,3 +124,16 @@ def check_tensor(t: Tensor) -> dtypes.DType:
     if tuple(data.shape) != tuple(t.shape):
         raise BadInput(f"tensor {t.name!r}: shape {tuple(t.shape)} but its array has {data.shape}")
     return dt
+
+
+def le_contiguous(array: np.ndarray) -> np.ndarray:
+    """The same values, little-endian and C-contiguous; no copy when already so.
+
+    Unlike ``dtypes.as_le_contiguous`` this keeps 0-d arrays 0-d
+    (``np.ascontiguousarray`` turns them into shape ``(1,)``).
+    """
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not np.little_endian):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    if not array.flags.c_contiguous:
+        array = np.array(array, order="C")
+    return array

@@ -23,7 +23,7 @@ from .. import dtypes
 from ..errors import BadInput, PasError, UnsupportedDType
 from ..names import check_file_path, check_tensor_name
 from ..snapshot import Snapshot, Tensor
-from ._common import atomic_file, check_tensor, existing, snapshot_tensors
+from ._common import atomic_file, check_tensor, existing, le_contiguous, snapshot_tensors
 
 MAX_TOTAL_BYTES = 64 * 2**30    # uncompressed size of all members together
 MAX_MEMBERS = 1_000_000
@@ -109,8 +109,9 @@ def read(path: str | os.PathLike, max_bytes: int = MAX_TOTAL_BYTES) -> Snapshot:
         with np.load(p, allow_pickle=False) as npz:
             for info in infos:                                  # archive order
                 name = info.filename[:-len(_SUFFIX)]
-                array = dtypes.as_le_contiguous(npz[name])      # big-endian / Fortran -> LE C order
-                snap.add(Tensor.from_array(name, array))
+                array = le_contiguous(npz[name])                # big-endian / Fortran -> LE C order
+                dt = dtypes.from_numpy(array.dtype)
+                snap.add(Tensor(name, dt.name, tuple(array.shape), array))
     except PasError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
@@ -131,4 +132,4 @@ def write(snapshot: Snapshot, out_path: str | os.PathLike) -> None:
     with atomic_file(out_path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         for t in tensors:
             with zf.open(t.name + _SUFFIX, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, dtypes.as_le_contiguous(t.data), allow_pickle=False)
+                np.lib.format.write_array(member, le_contiguous(t.data), allow_pickle=False)

@@ -44,7 +44,7 @@ from .. import dtypes
 from ..errors import BadInput, PasError, UnsupportedDType
 from ..names import check_tensor_name
 from ..snapshot import Snapshot, Tensor
-from ._common import atomic_file, check_tensor, existing, snapshot_tensors
+from ._common import atomic_file, check_tensor, existing, le_contiguous, snapshot_tensors
 
 LAYOUT_VERSION = 1
 MAX_DEPTH = 100                 # nesting of real checkpoints is < 10; bounds recursion
@@ -104,7 +104,7 @@ def array_to_tensor(array: np.ndarray, dtype_name: str):
         # Empty arrays may share an address with a neighbour of another dtype,
         # which torch.save refuses; they hold no bytes, so make fresh ones.
         return torch.empty(array.shape, dtype=tdtype)
-    bits = dtypes.as_le_contiguous(array).view(_BITS_NP[array.dtype.itemsize])
+    bits = le_contiguous(array).view(_BITS_NP[array.dtype.itemsize])
     with warnings.catch_warnings():
         # Read-only memory maps: torch warns, but torch.save only reads them.
         warnings.simplefilter("ignore", UserWarning)

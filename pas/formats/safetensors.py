@@ -22,8 +22,8 @@ from typing import Any, BinaryIO, Iterable
 import numpy as np
 
 from .. import dtypes
-from ..errors import BadInput, BadName
-from ..names import check_tensor_name
+from ..errors import BadInput, BadName, UnsupportedDType
+from ..names import MAX_TENSOR_NAME, check_tensor_name
 from ..snapshot import Snapshot, Tensor
 from ._common import atomic_file, check_tensor, open_input, snapshot_tensors
 
@@ -32,64 +32,72 @@ MAX_TENSORS = 1_000_000
 MAX_NDIM = 64                            # no real tensor comes close; bounds work per entry
 _INT64_MAX = 2**63 - 1
 METADATA_KEY = "__metadata__"
+_DTYPES = dtypes.DTYPES
+_NP_DTYPES = {name: dt.np_dtype for name, dt in _DTYPES.items()}
+_U1 = np.dtype("u1")
 
 
-class _Entry:
-    __slots__ = ("name", "dtype", "shape", "begin", "end")
-
-    def __init__(self, name: str, dtype: dtypes.DType, shape: tuple[int, ...], begin: int, end: int):
-        self.name, self.dtype, self.shape, self.begin, self.end = name, dtype, shape, begin, end
+# A validated header entry: (name, dtype, shape, begin, end). A plain tuple:
+# headers may list a million of them and namedtuple construction is slow.
+_Entry = tuple
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # A JSON object with a repeated key means two parsers may disagree on it.
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A repeated key means two parsers may disagree on what the file says.
     d = dict(pairs)
     if len(d) != len(pairs):
         seen: set[str] = set()
         for k, _ in pairs:
             if k in seen:
-                raise BadInput(f"duplicate key {k!r} in safetensors header")
+                raise _RepeatedKey(k)
             seen.add(k)
     return d
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+class _RepeatedKey(ValueError):
+    pass
 
 
 def _parse_entry(where: str, name: str, info: object, data_size: int) -> _Entry:
-    check_tensor_name(name)
-    if not isinstance(info, dict):
+    # Written for speed (a header may list a million tensors): exact type
+    # checks (`type(x) is int` also refuses bools), few calls on the common path.
+    if not (name.isascii() and 0 < len(name) <= MAX_TENSOR_NAME and "\x00" not in name):
+        try:
+            check_tensor_name(name)
+        except BadName as e:
+            raise BadName(f"{where}: {e}") from None
+    if type(info) is not dict:
         raise BadInput(f"{where}: entry for tensor {name!r} is not a JSON object")
-    for key in ("dtype", "shape", "data_offsets"):
-        if key not in info:
-            raise BadInput(f"{where}: tensor {name!r} has no {key!r}")
-    dtype_name = info["dtype"]
-    if not isinstance(dtype_name, str):
-        raise BadInput(f"{where}: tensor {name!r}: dtype is not a string")
-    dt = dtypes.get(dtype_name)                                  # UnsupportedDType if unknown
-    shape = info["shape"]
-    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+    try:
+        dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    except KeyError as e:
+        raise BadInput(f"{where}: tensor {name!r} has no {e.args[0]!r}") from None
+    dt = _DTYPES.get(dtype_name) if type(dtype_name) is str else None
+    if dt is None:
+        if type(dtype_name) is not str:
+            raise BadInput(f"{where}: tensor {name!r}: dtype is not a string")
+        raise UnsupportedDType(f"{where}: tensor {name!r} has unsupported dtype {dtype_name!r} "
+                               f"(known: {', '.join(_DTYPES)})")
+    if type(shape) is not list or len(shape) > MAX_NDIM:
         raise BadInput(f"{where}: tensor {name!r}: shape must be a list of at most {MAX_NDIM} ints")
     count = 1
-    for s in shape:
-        if not _is_int(s) or s < 0:
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
             raise BadInput(f"{where}: tensor {name!r}: shape {shape} must hold non-negative ints")
-        count *= s
-        if count > _INT64_MAX:    # Python ints never overflow; this keeps int64 consumers safe
-            raise BadInput(f"{where}: tensor {name!r}: shape {shape} has more than 2^63-1 elements")
-    offsets = info["data_offsets"]
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        count *= dim
+    # Python ints never overflow (and at most MAX_NDIM factors): check once, for int64 consumers.
+    if count > _INT64_MAX:
+        raise BadInput(f"{where}: tensor {name!r}: shape {shape} has more than 2^63-1 elements")
+    if type(offsets) is not list or len(offsets) != 2 or type(offsets[0]) is not int or type(offsets[1]) is not int:
         raise BadInput(f"{where}: tensor {name!r}: data_offsets must be [begin, end] ints")
     begin, end = offsets
     if not 0 <= begin <= end <= data_size:
         raise BadInput(f"{where}: tensor {name!r}: data_offsets {offsets} outside the "
                        f"{data_size}-byte data section")
-    nbytes = count * dt.itemsize
-    if end - begin != nbytes:
+    if end - begin != count * dt.itemsize:
         raise BadInput(f"{where}: tensor {name!r}: data_offsets {offsets} span {end - begin} bytes, "
-                       f"but {dt.name}{shape} needs {nbytes}")
-    return _Entry(name, dt, tuple(shape), begin, end)
+                       f"but {dt.name}{shape} needs {count * dt.itemsize}")
+    return (name, dt, tuple(shape), begin, end)
 
 
 def parse_header(where: str, header: bytes, data_size: int) -> tuple[dict[str, str], list[_Entry]]:
@@ -98,28 +106,27 @@ def parse_header(where: str, header: bytes, data_size: int) -> tuple[dict[str, s
     Returns the metadata and the entries in data order.
     """
     try:
-        obj = json.loads(header.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except BadInput as e:
-        raise BadInput(f"{where}: {e}") from None
+        obj = json.loads(header.decode("utf-8"), object_pairs_hook=_no_repeated_keys)
+    except _RepeatedKey as e:
+        raise BadInput(f"{where}: safetensors header repeats the key {e.args[0]!r}") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadInput(f"{where}: safetensors header is not valid UTF-8 JSON ({e})") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise BadInput(f"{where}: safetensors header is not a JSON object")
     metadata = obj.pop(METADATA_KEY, {})
-    if not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+    if type(metadata) is not dict or not all(type(v) is str for v in metadata.values()):
         raise BadInput(f"{where}: __metadata__ must map strings to strings")
     if len(obj) > MAX_TENSORS:
         raise BadInput(f"{where}: header lists {len(obj)} tensors (max {MAX_TENSORS})")
     entries = [_parse_entry(where, name, info, data_size) for name, info in obj.items()]
-    entries.sort(key=lambda e: (e.begin, e.end))          # stable: ties keep header order
-    prev: _Entry | None = None
+    entries.sort(key=lambda e: (e[3], e[4]))              # by data offset; stable for ties
+    prev = None
     for e in entries:
-        if e.begin == e.end:
+        if e[3] == e[4]:
             continue                                        # zero-size tensors may share offsets
-        if prev is not None and e.begin < prev.end:
-            raise BadInput(f"{where}: tensors {prev.name!r} {[prev.begin, prev.end]} and "
-                           f"{e.name!r} {[e.begin, e.end]} overlap")
+        if prev is not None and e[3] < prev[4]:
+            raise BadInput(f"{where}: tensors {prev[0]!r} {[prev[3], prev[4]]} and "
+                           f"{e[0]!r} {[e[3], e[4]]} overlap")
         prev = e
     return metadata, entries
 
@@ -147,17 +154,23 @@ def read(path: str | os.PathLike) -> Snapshot:
     where = os.fspath(path)
     with open_input(path) as f:
         start, metadata, entries, data_size = read_header_of(f, where)
-        if data_size and any(e.end > e.begin for e in entries):
+        if data_size and any(e[4] > e[3] for e in entries):
             # One read-only map of the file we validated; tensors are views of it.
             buf = np.asarray(np.memmap(f, dtype=np.uint8, mode="r", offset=start, shape=(data_size,)))
         else:
             buf = np.zeros(0, np.uint8)                     # mmap cannot map 0 bytes
-    snap = Snapshot(metadata=dict(metadata), format="safetensors", layout={})
-    for e in entries:
-        raw = buf[e.begin:e.end] if e.end > e.begin else np.zeros(0, np.uint8)
-        arr = raw.view(e.dtype.np_dtype).reshape(e.shape)
-        snap.add(Tensor(e.name, e.dtype.name, e.shape, arr))
-    return snap
+    tensors = {}
+    for name, dt, shape, begin, end in entries:
+        # Views of the map (slicing past an empty map just gives empty views);
+        # each step only when needed: headers may list a million tensors.
+        arr = buf[begin:end]
+        np_dtype = _NP_DTYPES[dt.name]
+        if np_dtype != _U1:
+            arr = arr.view(np_dtype)
+        if len(shape) != 1:
+            arr = arr.reshape(shape)
+        tensors[name] = Tensor(name, dt.name, shape, arr)
+    return Snapshot(tensors=tensors, metadata=dict(metadata), format="safetensors", layout={})
 
 
 # ---------------------------------------------------------------- writing

@@ -42,6 +42,14 @@ class Store(ABC):
               sync: bool = False) -> None:
         """Apply puts (overwriting) and deletes as one batch."""
 
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Bulk-write immutable content objects. They may stay volatile until
+        `flush`; callers flush before writing any record that names them."""
+        self.write(items)
+
+    def flush(self) -> None:
+        """Make every earlier write durable."""
+
     def delete(self, key: bytes) -> None:
         self.write(deletes=[key])
 

@@ -41,7 +41,7 @@ class RocksStore(Store):
             self._db = Rdict(str(self.path), options=opts, access_type=access)
         except Exception as exc:  # noqa: BLE001 - rocksdict only raises Exception
             raise _classify(exc, self.path) from exc
-        ropts = ReadOptions(raw_mode=True)
+        ropts = ReadOptions()
         ropts.set_verify_checksums(True)
         self._db.set_read_options(ropts)
         self._WriteOptions = WriteOptions
@@ -79,6 +79,27 @@ class RocksStore(Store):
         wopts.sync = sync
         try:
             self._db.write(batch, wopts)
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.path) from exc
+
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        # Chunks skip the WAL: written once (to the SST at flush) instead of
+        # twice, ~1.6x faster ingest. `flush` persists them before any record
+        # names them, so a crash loses only chunks nothing refers to yet.
+        batch = self._batch()
+        for k, v in items:
+            batch.put(bytes(k), bytes(v))
+        wopts = self._WriteOptions()
+        wopts.disable_wal = True
+        try:
+            self._db.write(batch, wopts)
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.path) from exc
+
+    def flush(self) -> None:
+        try:
+            self._db.flush(True)
+            self._db.flush_wal(True)
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, self.path) from exc
 
