@@ -82,7 +82,9 @@ def as_le_contiguous(array: np.ndarray) -> np.ndarray:
     """The same values as a C-contiguous little-endian array (no copy when already so)."""
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not _NATIVE_LE):
         array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
+    if not array.flags.c_contiguous:
+        array = np.array(array, order="C")  # not ascontiguousarray: it turns 0-d into 1-d
+    return array
 
 
 def raw_bytes(array: np.ndarray) -> memoryview:

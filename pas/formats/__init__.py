@@ -15,7 +15,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from ..errors import BadInput, NotFound
+from ..errors import BadInput, NotFound, StoreError
 from ..snapshot import Snapshot
 from . import hf, npz, pytorch, safetensors
 
@@ -89,15 +89,22 @@ def read(path: str | os.PathLike, format: str | None = None) -> Snapshot:  # noq
     if not Path(path).exists():
         raise NotFound(f"{path}: no such file or directory")
     fmt = detect(path) if format is None else _check_format(format)
-    return _MODULES[fmt].read(path)
+    try:
+        return _MODULES[fmt].read(path)
+    except OSError as e:          # unreadable input (permissions, I/O error): typed, not raw
+        raise BadInput(f"{e.filename or path}: cannot read: {e.strerror or e}") from None
 
 
 def write(snapshot: Snapshot, out_path: str | os.PathLike, format: str | None = None) -> Path:  # noqa: A002
     """Write a Snapshot as ``format`` (None = the format it was read from).
 
     Files are replaced atomically; an "hf" folder must not exist or be empty.
-    Nothing is written when the snapshot cannot be represented.
+    Nothing is written when the snapshot cannot be represented (typed error);
+    I/O failures of the output are StoreError.
     """
     fmt = _check_format(snapshot.format if format is None else format)
-    _MODULES[fmt].write(snapshot, out_path)
+    try:
+        _MODULES[fmt].write(snapshot, out_path)
+    except OSError as e:          # output not writable, disk full, ...
+        raise StoreError(f"{e.filename or out_path}: cannot write: {e.strerror or e}") from None
     return Path(out_path)

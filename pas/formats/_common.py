@@ -7,9 +7,11 @@ leaves nothing behind and never a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import secrets
 import shutil
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -45,13 +47,20 @@ def _check_output_file(out: Path) -> None:
         raise BadInput(f"{out}: is a directory, expected a file path")
 
 
+def _temp_name(out: Path) -> Path:
+    """A fresh hidden sibling of ``out`` (same file system, so rename is atomic)."""
+    return out.parent / f".{out.name}.{secrets.token_hex(8)}.pas-tmp"
+
+
 @contextlib.contextmanager
 def atomic_file(out_path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Yield a temporary file that replaces ``out_path`` only on success."""
     out = Path(out_path)
     _check_output_file(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pas-tmp")
+    tmp = _temp_name(out)
+    # Not mkstemp: its 0600 mode would stick to the output; this gets the umask's.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -79,7 +88,8 @@ def atomic_dir(out_path: str | os.PathLike) -> Iterator[Path]:
             raise BadInput(f"{out}: output folder is not empty")
         out = Path(os.path.realpath(out))    # an (empty) symlinked folder: fill its target
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".pas-tmp"))
+    tmp = _temp_name(out)
+    tmp.mkdir(0o777)              # not mkdtemp: its 0700 mode would stick to the output
     try:
         yield tmp
         if out.exists():
@@ -137,3 +147,68 @@ def le_contiguous(array: np.ndarray) -> np.ndarray:
     if not array.flags.c_contiguous:
         array = np.array(array, order="C")
     return array
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects.
+
+    Parsing a 10^5-tensor header allocates ~10^6 containers, none of them
+    garbage; with torch imported each triggered collection walks a big heap,
+    which more than doubles the time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+MAX_ZIP_MEMBERS = 1_000_000
+MAX_DEFLATE_RATIO = 1100        # deflate cannot exceed ~1032:1; more means a lying directory
+
+
+def check_zip_directory(zf: zipfile.ZipFile, where: str, max_total: int | None,
+                        max_inflated: int) -> list[zipfile.ZipInfo]:
+    """Zip-bomb checks from the central directory alone, before any member is read.
+
+    Members must be stored or deflated, with sizes deflate can produce, must
+    not overlap (one compressed stream counted many times is a classic bomb)
+    or repeat a name; deflated members may inflate to ``max_inflated`` bytes
+    in total, and all members to ``max_total`` (None: no cap; stored members
+    are bounded by the file itself). ``zipfile`` then never reads more than
+    the sizes checked here.
+    """
+    infos = zf.infolist()
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise BadInput(f"{where}: {len(infos)} zip members (max {MAX_ZIP_MEMBERS})")
+    seen: set[str] = set()
+    total = inflated = 0
+    for info in infos:
+        name = info.filename
+        if name in seen:
+            raise BadInput(f"{where}: zip member {name!r} appears twice")
+        seen.add(name)
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size:
+                raise BadInput(f"{where}: stored zip member {name!r} has inconsistent sizes")
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            if info.file_size > max(info.compress_size, 1) * MAX_DEFLATE_RATIO:
+                raise BadInput(f"{where}: zip member {name!r} claims {info.file_size} bytes from "
+                               f"{info.compress_size} compressed (zip bomb?)")
+            inflated += info.file_size
+            if inflated > max_inflated:
+                raise BadInput(f"{where}: compressed zip members would inflate past {max_inflated} bytes")
+        else:
+            raise BadInput(f"{where}: zip member {name!r} uses compression method {info.compress_type} "
+                           "(only stored or deflate)")
+        total += info.file_size
+        if max_total is not None and total > max_total:
+            raise BadInput(f"{where}: zip members claim more than {max_total} bytes uncompressed")
+    spans = sorted((i.header_offset, i.header_offset + i.compress_size, i.filename) for i in infos)
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:
+            raise BadInput(f"{where}: zip members {a!r} and {b!r} overlap")
+    return infos

@@ -6,7 +6,8 @@ safetensors weights may hold PyTorch ones instead: ``pytorch_model*.bin``
 (``diffusion_pytorch_model*.bin``, ``adapter_model.bin``) or the shards a
 ``*.bin.index.json`` names. Everything else (config.json, tokenizer files,
 the index files themselves, README, ...) is a side file kept byte for byte
-in ``Snapshot.files``; ``.git`` is skipped.
+in ``Snapshot.files``; ``.git`` is skipped. File symlinks are followed only
+when they stay inside the folder (or point into the HF cache's ``blobs``).
 
 All tensors of all shards go into one snapshot. Tensors of shards in a
 subfolder are named ``<subfolder>/<name>`` so components cannot collide.
@@ -33,7 +34,7 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from ..errors import BadInput, BadName, NotFound, PasError
+from ..errors import BadInput, BadName, NotFound
 from ..names import check_file_path, check_tensor_name
 from ..snapshot import Snapshot, Tensor
 from . import pytorch, safetensors
@@ -59,18 +60,41 @@ def _prefix(relpath: str) -> str:
     return parent + "/" if parent else ""
 
 
+def _symlink_roots(root: Path) -> list[str]:
+    """Where file symlinks may point: inside the folder, or, for a snapshot of
+    the Hugging Face cache (``models--x/snapshots/<rev>``), its ``blobs`` folder.
+
+    Anything else is refused: a cloned repository with ``config.json ->
+    ~/.ssh/id_rsa`` must not smuggle that file into a snapshot.
+    """
+    real = os.path.realpath(root)
+    roots = [real]
+    if Path(real).parent.name == "snapshots":
+        roots.append(os.path.realpath(Path(real).parent.parent / "blobs"))
+    return roots
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(os.path.commonpath([r, path]) == r for r in roots)
+
+
 def _walk(root: Path) -> dict[str, Path]:
     """Regular files under root by relative POSIX path (sorted), .git skipped."""
     found: dict[str, Path] = {}
+    link_roots = _symlink_roots(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for d in dirnames:
             if os.path.islink(os.path.join(dirpath, d)):
                 raise BadInput(f"{os.path.join(dirpath, d)}: symlinked folders are not supported")
         for fn in filenames:
+            if fn in SKIP_DIRS:
+                continue                 # a ".git" file (worktree / submodule pointer)
             full = Path(dirpath, fn)
             rel = full.relative_to(root).as_posix()
             check_file_path(rel)
+            if full.is_symlink() and not _inside(os.path.realpath(full), link_roots):
+                raise BadInput(f"{full}: symlink points outside the folder")
             try:
                 st = os.stat(full)       # follows file symlinks (the HF cache is made of them)
             except OSError as e:
@@ -204,6 +228,8 @@ def _check_side_path(rel: str) -> str:
 
 def _plan_shards(snapshot: Snapshot, tensors: dict[str, Tensor]) -> list[tuple[str, Callable[[Path], None]]]:
     layout = snapshot.layout if snapshot.format == "hf" else {}
+    if not isinstance(layout, dict):
+        raise BadInput(f"hf layout is a {type(layout).__name__}, not an object")
     shards = layout.get("shards")
     if shards is None:
         # From another format: one plain safetensors file, as save_pretrained would.
@@ -234,7 +260,7 @@ def _plan_shards(snapshot: Snapshot, tensors: dict[str, Tensor]) -> list[tuple[s
                 raise BadInput(f"hf layout: metadata of {rel!r} is not an object")
             plan.append((rel, _safetensors_job(list(part.values()), metadata)))
         elif fmt == "pt":
-            sub = Snapshot(tensors=part, format="pt", layout=shard.get("pt") or {})
+            sub = Snapshot(tensors=part, format="pt", layout=shard.get("pt") or {})   # type checked there
             plan.append((rel, _pt_job(pytorch.checkpoint_object(sub))))   # validates now
         else:
             raise BadInput(f"hf layout: shard {rel!r} has unknown format {fmt!r}")
@@ -284,9 +310,4 @@ def write(snapshot: Snapshot, out_path: str | os.PathLike) -> None:
         for rel, job in plan:
             target = join_inside(tmp, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                job(target)
-            except PasError:
-                raise
-            except OSError as e:
-                raise BadInput(f"cannot write {rel!r}: {e.strerror or e}") from None
+            job(target)

@@ -23,11 +23,9 @@ from .. import dtypes
 from ..errors import BadInput, PasError, UnsupportedDType
 from ..names import check_file_path, check_tensor_name
 from ..snapshot import Snapshot, Tensor
-from ._common import atomic_file, check_tensor, existing, le_contiguous, snapshot_tensors
+from ._common import atomic_file, check_tensor, check_zip_directory, existing, le_contiguous, snapshot_tensors
 
 MAX_TOTAL_BYTES = 64 * 2**30    # uncompressed size of all members together
-MAX_MEMBERS = 1_000_000
-MAX_DEFLATE_RATIO = 1100        # deflate cannot exceed ~1032:1; more means a lying directory
 MAX_NPY_HEADER = 10_000         # numpy's own default limit for .npy headers
 _SUFFIX = ".npy"
 # Dtypes npz holds with their meaning intact: those that read back as themselves
@@ -36,35 +34,11 @@ _NATIVE = {name for name, dt in dtypes.DTYPES.items() if dtypes.from_numpy(dt.np
 
 
 def _check_directory(zf: zipfile.ZipFile, where: str, max_bytes: int) -> list[zipfile.ZipInfo]:
-    infos = zf.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise BadInput(f"{where}: {len(infos)} members (max {MAX_MEMBERS})")
-    seen: set[str] = set()
-    total = 0
+    # np.load reads every member into memory, so stored ones count too.
+    infos = check_zip_directory(zf, where, max_total=max_bytes, max_inflated=max_bytes)
     for info in infos:
         if not info.filename.endswith(_SUFFIX):
             raise BadInput(f"{where}: member {info.filename!r} is not a .npy array")
-        if info.filename in seen:
-            raise BadInput(f"{where}: member {info.filename!r} appears twice")
-        seen.add(info.filename)
-        if info.compress_type == zipfile.ZIP_STORED:
-            if info.file_size != info.compress_size:
-                raise BadInput(f"{where}: stored member {info.filename!r} has inconsistent sizes")
-        elif info.compress_type == zipfile.ZIP_DEFLATED:
-            if info.file_size > max(info.compress_size, 1) * MAX_DEFLATE_RATIO:
-                raise BadInput(f"{where}: member {info.filename!r} claims {info.file_size} bytes from "
-                               f"{info.compress_size} compressed (zip bomb?)")
-        else:
-            raise BadInput(f"{where}: member {info.filename!r} uses zip compression {info.compress_type} "
-                           "(npz uses stored or deflate)")
-        total += info.file_size
-        if total > max_bytes:
-            raise BadInput(f"{where}: members claim more than {max_bytes} bytes uncompressed")
-    # Overlapping members (one compressed stream counted many times) are a classic bomb.
-    spans = sorted((i.header_offset, i.header_offset + i.compress_size, i.filename) for i in infos)
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
-        if start < end:
-            raise BadInput(f"{where}: members {a!r} and {b!r} overlap")
     return infos
 
 

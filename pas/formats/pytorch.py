@@ -22,9 +22,11 @@ plain JSON so the writer can rebuild it exactly::
 Leaves are typed exactly (bool vs int, list vs tuple, int vs str keys,
 float bit patterns so nan payloads and -0.0 survive). Tensors sharing the
 same storage, offset, shape and strides (tied weights) are recorded with
-``tied_to`` (and ``same_object`` when they were one Python object) and
-restored sharing storage; ``same_object`` names the earlier place holding
-the very same Python object. Other views are stored as their contiguous values.
+``tied_to`` (the first name of that storage) and restored sharing storage;
+``same_object`` (the earlier name holding the very same Python object) makes
+them one object again. Tied tensors stay in ``Snapshot.tensors`` under every
+name (same array; a content-addressed store keeps the bytes once). Other
+views (offsets, transposes) are stored as their contiguous values.
 
 torch is imported lazily: ``import pas.formats`` must stay fast without it.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import json
 import os
 import struct
 import warnings
@@ -41,13 +44,14 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes
-from ..errors import BadInput, PasError, UnsupportedDType
+from ..errors import BadInput, PasError, StoreError, UnsupportedDType
 from ..names import check_tensor_name
 from ..snapshot import Snapshot, Tensor
-from ._common import atomic_file, check_tensor, existing, le_contiguous, snapshot_tensors
+from ._common import atomic_file, check_tensor, check_zip_directory, existing, le_contiguous, snapshot_tensors
 
 LAYOUT_VERSION = 1
 MAX_DEPTH = 100                 # nesting of real checkpoints is < 10; bounds recursion
+MAX_INFLATED = 4 * 2**30        # torch.save never compresses; re-zipped archives may
 ROOT_TENSOR_NAME = "tensor"     # name of a checkpoint that is one bare tensor
 _SAFE_INT = 2**53               # larger ints go to JSON as strings (exact in any JSON reader)
 
@@ -86,9 +90,14 @@ def from_torch_dtype(torch_dtype) -> dtypes.DType:
 def tensor_to_array(t, name: str) -> np.ndarray:
     """The tensor's values as a C-contiguous numpy array of the pas dtype."""
     torch = _torch()
-    if t.layout != torch.strided or t.is_quantized:
-        raise UnsupportedDType(f"tensor {name!r}: {t.layout} / quantized tensors are not supported")
-    dt = from_torch_dtype(t.dtype)
+    if t.layout != torch.strided:
+        raise UnsupportedDType(f"tensor {name!r}: layout {t.layout} is not supported (dense tensors only)")
+    if t.is_quantized:
+        raise UnsupportedDType(f"tensor {name!r}: quantized dtype {t.dtype} is not supported")
+    try:
+        dt = from_torch_dtype(t.dtype)
+    except UnsupportedDType as e:
+        raise UnsupportedDType(f"tensor {name!r}: {e}") from None
     if t.device.type != "cpu":
         raise BadInput(f"tensor {name!r} is on device {t.device}, which holds no data")
     t = t.detach().resolve_conj().resolve_neg().contiguous()
@@ -121,9 +130,17 @@ def load(path: str | os.PathLike) -> Any:
         raise BadInput(f"{p}: not a regular file")
     torch = _torch()
     try:
-        is_zip = zipfile.is_zipfile(p)
-        # Zip checkpoints can be memory-mapped: tensors stay views of the file.
-        return torch.load(p, map_location="cpu", weights_only=True, mmap=is_zip)
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                # torch inflates deflated members in memory: refuse bombs first.
+                check_zip_directory(zf, str(p), max_total=None, max_inflated=MAX_INFLATED)
+            # Zip checkpoints can be memory-mapped (tensors stay views of the
+            # file); archives from old writers may not allow it.
+            try:
+                return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:  # noqa: BLE001 - retried without mmap, still weights_only
+                pass
+        return torch.load(p, map_location="cpu", weights_only=True)
     except PasError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the loader means "refused"
@@ -208,7 +225,10 @@ class _Flattener:
             return {"type": kind, "items": [self.node(v, path + [str(i)], depth + 1, tensors_ok)
                                             for i, v in enumerate(obj)]}
         if type(obj) is set:
-            return {"type": "set", "items": [self.node(v, path, depth + 1, tensors_ok=False) for v in obj]}
+            # Sorted: set order of strings changes from run to run (hash seed),
+            # and a content-addressed layout must not.
+            items = [self.node(v, path, depth + 1, tensors_ok=False) for v in obj]
+            return {"type": "set", "items": sorted(items, key=lambda n: json.dumps(n, sort_keys=True))}
         raise BadInput(f"unsupported object of type {type(obj).__qualname__} at {where!r}")
 
     def tensor(self, t, name: str) -> dict[str, Any]:
@@ -398,8 +418,11 @@ def checkpoint_object(snapshot: Snapshot) -> Any:
     tensors = {t.name: t for t in snapshot_tensors(snapshot)}
     for t in tensors.values():
         check_tensor(t)
-    if snapshot.format == "pt" and snapshot.layout.get("root") is not None:
-        return unflatten(tensors, snapshot.layout)
+    layout = snapshot.layout
+    if not isinstance(layout, dict):
+        raise BadInput(f"PyTorch layout is a {type(layout).__name__}, not an object")
+    if snapshot.format == "pt" and layout.get("root") is not None:
+        return unflatten(tensors, layout)
     return {name: array_to_tensor(t.data, t.dtype) for name, t in tensors.items()}
 
 
@@ -410,4 +433,7 @@ def write(snapshot: Snapshot, out_path: str | os.PathLike) -> None:
 def save(obj: Any, out_path: str | os.PathLike) -> None:
     torch = _torch()
     with atomic_file(out_path) as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:    # torch reports write failures (disk full) this way
+            raise StoreError(f"{out_path}: torch.save failed: {e}") from None

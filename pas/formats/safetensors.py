@@ -25,7 +25,7 @@ from .. import dtypes
 from ..errors import BadInput, BadName, UnsupportedDType
 from ..names import MAX_TENSOR_NAME, check_tensor_name
 from ..snapshot import Snapshot, Tensor
-from ._common import atomic_file, check_tensor, open_input, snapshot_tensors
+from ._common import atomic_file, check_tensor, gc_paused, open_input, snapshot_tensors
 
 MAX_HEADER_BYTES = 100 * 1000 * 1000     # the official reader's limit too
 MAX_TENSORS = 1_000_000
@@ -151,6 +151,11 @@ def read_header_of(f: BinaryIO, where: str) -> tuple[int, dict[str, str], list[_
 
 
 def read(path: str | os.PathLike) -> Snapshot:
+    with gc_paused():
+        return _read(path)
+
+
+def _read(path: str | os.PathLike) -> Snapshot:
     where = os.fspath(path)
     with open_input(path) as f:
         start, metadata, entries, data_size = read_header_of(f, where)
