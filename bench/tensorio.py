@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,8 @@ def torch_parse(src, mmap: bool = False) -> dict[str, np.ndarray]:
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(src)
         mmap = False
+    if mmap and not zipfile.is_zipfile(src):
+        mmap = False  # the legacy (pre-zip) torch.save format cannot be memory-mapped
     obj = torch.load(src, map_location="cpu", weights_only=True, mmap=mmap)
     out: dict[str, np.ndarray] = {}
     _flatten(obj, "", out)

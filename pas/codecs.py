@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import IntegrityError, UnsupportedFormat
+from .hashing import checksum64, checksum64_parts
 
 
 class Codec(ABC):
@@ -170,8 +171,10 @@ def get_codec(config: dict[str, Any]) -> Codec:
 
 # --- chunk framing ------------------------------------------------------------
 # A stored chunk is: version byte, 1-byte length of the codec's compact JSON
-# config, the config, then the payload. The chunk's key carries the hash and
-# length of the *decoded* bytes, so every read is checked after decoding.
+# config, the config, the payload, then an 8-byte xxh3-64 of all before it.
+# The check catches every damaged stored byte, even one that still decodes to
+# the right data (a codec level digit); the chunk's key carries the hash and
+# length of the *decoded* bytes, checked after decoding.
 CHUNK_VERSION = 1
 RAW = Raw()
 CONSTANT = Constant()
@@ -182,21 +185,25 @@ def frame(codec: Codec, payload: bytes) -> bytes:
     cfg = json.dumps(codec.get_config(), separators=(",", ":"), sort_keys=True).encode()
     if len(cfg) > 255:
         raise ValueError("codec config too long for a chunk header")
-    return bytes((CHUNK_VERSION, len(cfg))) + cfg + payload
+    head = bytes((CHUNK_VERSION, len(cfg))) + cfg
+    return b"".join((head, payload, checksum64_parts(head, payload)))
 
 
 def unframe(value: bytes) -> tuple[Codec, memoryview]:
     view = memoryview(value)
-    if len(view) < 2 or view[0] != CHUNK_VERSION:
-        raise IntegrityError("chunk header is damaged or of an unknown version")
+    if len(view) < 10 or checksum64(view[:-8]) != view[-8:]:
+        raise IntegrityError("chunk is damaged (checksum mismatch)")
+    view = view[:-8]
+    if view[0] != CHUNK_VERSION:
+        raise IntegrityError(f"chunk format version {view[0]} is unknown")
     n = view[1]
     cfg = bytes(view[2:2 + n])
     codec = _config_cache.get(cfg)
     if codec is None:
         try:
             codec = get_codec(json.loads(cfg))
-        except (ValueError, TypeError) as exc:
-            raise IntegrityError(f"chunk codec config is damaged: {exc}") from None
+        except (ValueError, TypeError, UnsupportedFormat) as exc:
+            raise IntegrityError(f"chunk codec config is damaged or unknown: {exc}") from None
         _config_cache[cfg] = codec
     return codec, view[2 + n:]
 

@@ -22,3 +22,10 @@ def digest_parts(*parts) -> bytes:
 def checksum64(data) -> bytes:
     """8-byte check appended to mutable or small records (refs, manifests)."""
     return xxhash.xxh3_64_digest(data)
+
+
+def checksum64_parts(*parts) -> bytes:
+    h = xxhash.xxh3_64()
+    for p in parts:
+        h.update(p)
+    return h.digest()

@@ -126,12 +126,12 @@ class Repository:
         if path is not None:
             p = Path(path)
             for cand in (p / REPO_DIR, p):
-                if (cand / "config.json").is_file():
+                if _is_repo_dir(cand):
                     return cand
             raise NotARepository(f"no pas repository at {p} (run `pas init {p}`)")
         here = Path.cwd().resolve()
         for cand in (here, *here.parents):
-            if (cand / REPO_DIR / "config.json").is_file():
+            if _is_repo_dir(cand / REPO_DIR):
                 return cand / REPO_DIR
         raise NotARepository("not in a pas repository (use --repo, set PAS_REPO, or run `pas init`)")
 
@@ -268,8 +268,10 @@ class Repository:
                          message: str = "", progress: Progress | None = None) -> ArchiveResult:
         from .names import check_file_path, check_ref_name, check_tensor_name
         check_ref_name(name)
-        for t in snapshot.tensors:
-            check_tensor_name(t)
+        for key, t in snapshot.tensors.items():
+            check_tensor_name(t.name)
+            if key != t.name:
+                raise BadInput(f"snapshot lists tensor {t.name!r} under the name {key!r}")
         for p in snapshot.files:
             check_file_path(p)
         if self.store.read_only:
@@ -292,8 +294,7 @@ class Repository:
             "files": [e.to_json() for e in files],
             "logical_bytes": snapshot.nbytes,
         }
-        body = records.pack_json(manifest)
-        vid = digest(body)
+        body, vid = self._new_version_id(manifest)
         w.final.append((VERSION + vid, body))
         w.final.append((REF + name.encode(), records.pack_ref(vid)))
         w.commit()
@@ -303,6 +304,19 @@ class Repository:
             tensors=len(entries) + len(files), tensors_reused=w.tensors_reused,
             chunks_written=w.chunks_written, chunks_reused=w.chunks_reused,
             seconds=time.perf_counter() - started)
+
+    def _new_version_id(self, manifest: dict) -> tuple[bytes, bytes]:
+        """Serialise a manifest and name it by its digest; on a digest collision
+        with a different stored manifest, salt it until the id is free."""
+        for salt in range(256):
+            if salt:
+                manifest["salt"] = salt
+            body = records.pack_json(manifest)
+            vid = digest(body)
+            existing = self.store.get(VERSION + vid)
+            if existing is None or existing == body:
+                return body, vid
+        raise IntegrityError("too many version id collisions")
 
     def _current(self, name: str) -> bytes | None:
         value = self.store.get(REF + name.encode())
@@ -465,13 +479,21 @@ class Repository:
             except (IntegrityError, KeyError, TypeError, ValueError) as exc:
                 bad_tensors.add(addr)
                 rep.errors.append(str(exc))
+        refs_of: dict[bytes, list[str]] = {}
+        for key, value in self.store.items_prefix(REF):
+            try:
+                refs_of.setdefault(records.unpack_ref(value, ""), []).append(key[1:].decode(errors="replace"))
+            except IntegrityError:
+                pass  # reported below
         for key, value in self.store.items_prefix(VERSION):
             vid = key[1:]
             rep.versions += 1
-            label = vid.hex()[:12]
+            # Name a version by the refs that point at it: a damaged manifest cannot name itself.
+            label = "/".join(sorted(refs_of.get(vid, []))) + f"@{vid.hex()[:12]}"
             try:
                 manifest = records.unpack_json(value, f"manifest {label}")
-                label = f"{manifest.get('name', '?')}@{label}"
+                if not refs_of.get(vid):
+                    label = f"{manifest.get('name', '?')}@{vid.hex()[:12]}"
                 if digest(value) != vid:
                     raise IntegrityError(f"manifest {label} does not match its id")
                 for e in Version(vid, manifest).tensors + Version(vid, manifest).files:
@@ -546,12 +568,17 @@ class Repository:
                 "disk_bytes": self.store.size_on_disk()}
 
 
+def _is_repo_dir(path: Path) -> bool:
+    # config.json alone is not enough: model folders have one too.
+    return (path / "config.json").is_file() and (path / "db").is_dir()
+
+
 def read_config(root: Path) -> dict:
     try:
         config = json.loads((root / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise NotARepository(f"cannot read {root / 'config.json'}: {exc}") from None
-    version = config.get("format_version")
+    version = config.get("format_version") if isinstance(config, dict) else None
     if version != FORMAT_VERSION:
         raise UnsupportedFormat(
             f"repository format version {version!r} is not supported by this pas "
@@ -581,7 +608,7 @@ class _Writer:
     # -- tensors
     def add_tensor(self, t: Tensor) -> TensorEntry:
         dt = dtypes.get(t.dtype)
-        data = np.ascontiguousarray(t.data)
+        data = dtypes.as_le_contiguous(t.data)
         if tuple(data.shape) != tuple(t.shape) or data.dtype.itemsize != dt.itemsize:
             raise BadInput(f"tensor {t.name!r}: data does not match its dtype/shape")
         tdigest = _tensor_digest(t.dtype, t.shape, data)

@@ -250,7 +250,9 @@ def stats(as_json: bool = JsonOpt):
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except PasError as exc:
         typer.echo(f"pas: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -261,9 +263,9 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors: typer bundles its own click, so match by shape, not class.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise

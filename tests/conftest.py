@@ -1,0 +1,137 @@
+"""Shared fixtures and helpers of the pas test suite.
+
+Tensors are always compared as bytes plus (dtype name, shape), never with
+float ``==`` (reliability-plan.md §4: NaN != NaN, -0.0 == +0.0).
+
+Hypothesis: ``PAS_HYPOTHESIS_EXAMPLES`` sets ``max_examples`` for the property
+tests (default 150, fast); e.g. ``PAS_HYPOTHESIS_EXAMPLES=10000`` for a long run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+# pas may not be installed (no `pip install -e .`): make it and the helper
+# modules of tests/ importable whatever pytest's import mode is.
+for _p in (str(REPO_ROOT), str(TESTS_DIR)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+HYPOTHESIS_EXAMPLES = int(os.environ.get("PAS_HYPOTHESIS_EXAMPLES", "150"))
+settings.register_profile(
+    "pas",
+    max_examples=HYPOTHESIS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+settings.load_profile("pas")
+
+
+# ----------------------------------------------------------------- comparison
+def tensor_fingerprint(t) -> tuple[str, tuple[int, ...], bytes]:
+    """(dtype name, shape, raw bytes) of a pas Tensor; its data must be C-contiguous LE."""
+    from pas import dtypes
+    data = t.data
+    assert isinstance(data, np.ndarray), type(data)
+    assert tuple(data.shape) == tuple(t.shape), (t.name, data.shape, t.shape)
+    assert data.dtype == dtypes.get(t.dtype).np_dtype, (t.name, data.dtype, t.dtype)
+    assert data.dtype.byteorder in ("<", "|", "=") and (data.dtype.byteorder != "=" or sys.byteorder == "little")
+    return t.dtype, tuple(int(s) for s in t.shape), np.ascontiguousarray(data).tobytes()
+
+
+def snapshot_fingerprint(snap) -> dict:
+    return {
+        "tensors": {name: tensor_fingerprint(t) for name, t in snap.tensors.items()},
+        "names": {key: t.name for key, t in snap.tensors.items()},
+        "order": list(snap.tensors),
+        "files": dict(snap.files),
+        "metadata": dict(snap.metadata),
+        "format": snap.format,
+    }
+
+
+def assert_same_snapshot(got, expected, files: bool = True, order: bool = True) -> None:
+    g, e = snapshot_fingerprint(got), snapshot_fingerprint(expected)
+    assert sorted(g["tensors"]) == sorted(e["tensors"])
+    for name in e["tensors"]:
+        gd, gs, gb = g["tensors"][name]
+        ed, es, eb = e["tensors"][name]
+        assert (gd, gs) == (ed, es), f"tensor {name!r}: dtype/shape {gd}{gs} != {ed}{es}"
+        if gb != eb:
+            diff = next(i for i in range(min(len(gb), len(eb))) if gb[i] != eb[i]) if len(gb) == len(eb) else None
+            raise AssertionError(f"tensor {name!r}: bytes differ (len {len(gb)} vs {len(eb)}, first diff at {diff})")
+    assert g["names"] == e["names"]
+    if order:
+        assert g["order"] == e["order"]
+    assert g["metadata"] == e["metadata"]
+    assert g["format"] == e["format"]
+    if files:
+        assert g["files"] == e["files"]
+
+
+# ------------------------------------------------------------------- builders
+def make_snapshot(seed: int = 0, scale: int = 1, files: bool = True, scalar: bool = False):
+    """A small but varied snapshot: several dtypes, special values, an empty tensor
+    (and a 0-d one with ``scalar``; 0-d tensors have their own tests)."""
+    from pas.snapshot import Snapshot, Tensor
+    rng = np.random.default_rng(seed)
+    s = Snapshot(metadata={"origin": f"seed-{seed}", "format": "pt"}, format="safetensors")
+    s.add(Tensor.from_array("model.w", rng.normal(0, 0.02, (64 * scale, 33)).astype("<f4")))
+    s.add(Tensor.from_array("model.b", np.zeros(64 * scale, "<f4")))
+    bf = (rng.normal(0, 1, 500).astype("<f4").view("<u4") >> 16).astype("<u2")
+    s.add(Tensor.from_array("model.bf16", bf, dtype="BF16"))
+    s.add(Tensor.from_array("model.f16", rng.normal(0, 1, (7, 9)).astype("<f2")))
+    s.add(Tensor.from_array("model.i64", rng.integers(-2**62, 2**62, 37, dtype="<i8")))
+    s.add(Tensor.from_array("model.bool", rng.integers(0, 2, 19).astype(bool)))
+    s.add(Tensor.from_array("model.f8", rng.integers(0, 256, 31, dtype="u1"), dtype="F8_E4M3"))
+    s.add(Tensor.from_array("nan1", np.array([0x7FC12345], "<u4").view("<f4")))
+    if scalar:
+        s.add(Tensor("scalar", "I64", (), np.array(-(2**62) - seed, "<i8")))
+    s.add(Tensor.from_array("empty", np.zeros((0, 5), "<f8")))
+    if files:
+        s.files["config.json"] = b'{"hidden_size": 64}'
+        s.files["sub/tokenizer.txt"] = bytes(range(256)) * 3
+    return s
+
+
+@pytest.fixture
+def mem_repo():
+    from pas.repo import Repository
+    repo = Repository.in_memory()
+    yield repo
+    repo.close()
+
+
+@pytest.fixture
+def disk_repo(tmp_path):
+    from pas.repo import Repository
+    repo = Repository.init(tmp_path / "repo")
+    yield repo
+    repo.close()
+
+
+@pytest.fixture(params=["memory", "rocksdb"])
+def any_repo(request, tmp_path):
+    from pas.repo import Repository
+    repo = Repository.in_memory() if request.param == "memory" else Repository.init(tmp_path / "repo")
+    yield repo
+    repo.close()
+
+
+def formats_available() -> bool:
+    """True when pas.formats offers read() and write() (it is being written in parallel)."""
+    try:
+        import pas.formats as f
+    except Exception:  # noqa: BLE001
+        return False
+    return callable(getattr(f, "read", None)) and callable(getattr(f, "write", None))

@@ -1,0 +1,611 @@
+"""The repository: archive/retrieve, dedup, refs, log, partial reads, names, gc, opening."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_same_snapshot, make_snapshot
+from pas import codecs, records
+from pas.errors import (BadInput, BadName, IntegrityError, NotARepository, NotFound, PasError,
+                        RepositoryLocked, UnsupportedFormat)
+from pas.hashing import digest
+from pas.records import CHUNK, REF, TENSOR, VERSION
+from pas.repo import DEFAULT_CONFIG, Repository
+from pas.snapshot import Snapshot, Tensor
+from pas.stores.memory import MemoryStore
+
+
+def all_items(repo) -> dict[bytes, bytes]:
+    return dict(repo.store.items_prefix(b""))
+
+
+def referenced_keys(repo) -> set[bytes]:
+    """Every key some version needs: its manifest, tensor records and chunks."""
+    keys = set()
+    for v in repo.versions():
+        keys.add(VERSION + v.id)
+        for e in v.tensors + v.files:
+            keys.add(TENSOR + e.object)
+            rec = records.unpack_json(repo.store.get(TENSOR + e.object), "rec")
+            keys.update(CHUNK + bytes.fromhex(h) for plane in rec["chunks"] for h in plane)
+    return keys
+
+
+# ------------------------------------------------------------- round trips
+def test_archive_retrieve_round_trip(any_repo):
+    snap = make_snapshot(1)
+    res = any_repo.archive_snapshot(snap, "main", message="first")
+    assert res.name == "main" and res.parent is None
+    assert res.tensors == len(snap.tensors) + len(snap.files)
+    assert res.logical_bytes == snap.nbytes
+    assert res.tensors_reused == 0 and res.chunks_written > 0
+    assert 0 < res.physical_added < snap.nbytes + 20_000
+    json.dumps(res.to_json())
+    got = any_repo.retrieve("main")
+    assert_same_snapshot(got, snap)
+    assert_same_snapshot(any_repo.retrieve(res.version_id), snap)
+    assert_same_snapshot(any_repo.retrieve(bytes.fromhex(res.version_id)), snap)
+    v = any_repo.version("main")
+    assert v.message == "first" and v.name == "main" and v.logical_bytes == snap.nbytes
+    assert [e.name for e in v.tensors] == list(snap.tensors)
+    assert sorted(f.name for f in v.files) == sorted(snap.files)
+    assert any_repo.verify().ok
+
+
+def test_archive_retrieve_round_trip_with_scalar(any_repo):
+    snap = make_snapshot(11, scalar=True)
+    any_repo.archive_snapshot(snap, "main")
+    got = any_repo.retrieve("main")
+    assert got.tensors["scalar"].shape == ()
+    assert_same_snapshot(got, snap)
+
+
+def test_retrieve_without_files(mem_repo):
+    snap = make_snapshot(2)
+    mem_repo.archive_snapshot(snap, "main")
+    got = mem_repo.retrieve("main", files=False)
+    assert got.files == {}
+    assert_same_snapshot(got, snap, files=False)
+
+
+@pytest.mark.parametrize("force", [None, "planes", "planes-exp"])
+def test_large_tensors_multi_chunk_both_layouts(force, monkeypatch):
+    """Big tensors: several chunks per plane, the Numba path, and each plane layout
+    (forced, so both are covered whatever the layout heuristic prefers)."""
+    from pas import dtypes, planes
+    from pas import repo as repo_mod
+    if force is not None:
+        monkeypatch.setattr(repo_mod, "choose_layout", lambda data, dt, compressor:
+                            force if dt.is_float and dt.itemsize >= 2 else "planes")
+    repo = Repository.in_memory(chunker={"id": "fixed", "size": 100_000})
+    rng = np.random.default_rng(5)
+    n = 300_000
+    weights = rng.normal(0, 0.02, n).astype("<f4")
+    noise = rng.integers(0, 2**32, n, dtype="<u4")
+    noise[:6] = [0x7FC12345, 0x7F800001, 0x80000000, 0x7F800000, 0xFF800000, 0x00000001]
+    snap = Snapshot()
+    snap.add(Tensor.from_array("weights", weights))
+    snap.add(Tensor.from_array("noise", noise.view("<f4")))
+    snap.add(Tensor.from_array("bf16", (weights.view("<u4") >> 16).astype("<u2").reshape(600, 500), dtype="BF16"))
+    snap.add(Tensor.from_array("f64", rng.normal(0, 1, (n // 4, 4))))
+    snap.add(Tensor.from_array("i16", rng.integers(-5, 5, n, dtype="<i2")))
+    res = repo.archive_snapshot(snap, "big")
+    assert res.chunks_written > 4 * 3
+    assert_same_snapshot(repo.retrieve("big"), snap)
+    for e in repo.version("big").tensors:
+        top, layout = repo.read_planes(e, 1)
+        if force is not None and e.dtype != "I16":
+            assert layout == force
+        dt = dtypes.get(e.dtype)
+        expect = planes.split(snap.tensors[e.name].data, dt, layout)[0]
+        assert top.shape == (1, int(np.prod(e.shape))) and top[0].tobytes() == expect.tobytes()
+    repo.close()
+
+
+def test_tied_tensors_stored_once(mem_repo):
+    w = np.random.default_rng(0).normal(size=(100, 50)).astype("<f4")
+    snap = Snapshot()
+    snap.add(Tensor.from_array("embed", w))
+    snap.add(Tensor.from_array("lm_head", w.copy()))
+    snap.add(Tensor.from_array("other_shape", w.reshape(50, 100).copy()))
+    mem_repo.archive_snapshot(snap, "tied")
+    v = mem_repo.version("tied")
+    objs = {e.name: e.object for e in v.tensors}
+    assert objs["embed"] == objs["lm_head"]
+    assert objs["other_shape"] != objs["embed"]      # shape is part of a tensor's identity
+    assert_same_snapshot(mem_repo.retrieve("tied"), snap)
+
+
+# ------------------------------------------------------------------- dedup
+def test_identical_rearchive_adds_almost_nothing(any_repo):
+    snap = make_snapshot(3, scale=8)
+    first = any_repo.archive_snapshot(snap, "main")
+    before = any_repo.physical_bytes()
+    again = any_repo.archive_snapshot(make_snapshot(3, scale=8), "main")
+    assert again.version_id != first.version_id       # a new version (new time, parent)
+    assert again.parent == first.version_id
+    assert again.tensors_reused == again.tensors == first.tensors
+    assert again.chunks_written == 0
+    manifest_and_ref = len(any_repo.store.get(VERSION + bytes.fromhex(again.version_id))) + 64
+    assert again.physical_added <= manifest_and_ref + 64
+    assert again.physical_added < 0.05 * first.physical_added
+    grown = any_repo.physical_bytes() - before
+    assert grown <= again.physical_added + 64
+    assert_same_snapshot(any_repo.retrieve(first.version_id), snap)
+    assert_same_snapshot(any_repo.retrieve(again.version_id), snap)
+
+
+def test_one_changed_tensor_costs_about_that_tensor(mem_repo):
+    snap = make_snapshot(4, scale=16)
+    mem_repo.archive_snapshot(snap, "main")
+    changed = make_snapshot(4, scale=16)
+    w = changed.tensors["model.w"].data.copy()
+    w[0, 0] = np.float32(1.5)
+    changed.add(Tensor.from_array("model.w", w))
+    res = mem_repo.archive_snapshot(changed, "main")
+    assert res.tensors_reused == res.tensors - 1
+    assert res.physical_added < w.nbytes + 10_000
+    assert res.chunks_reused > 0 or res.chunks_written <= 4      # untouched planes may dedup
+    assert_same_snapshot(mem_repo.retrieve("main"), changed)
+    assert_same_snapshot(mem_repo.retrieve(res.parent), snap)
+
+
+# -------------------------------------------------------------- refs & log
+def test_parent_defaults_to_current_version_of_name(mem_repo):
+    a = mem_repo.archive_snapshot(make_snapshot(1), "main")
+    b = mem_repo.archive_snapshot(make_snapshot(2), "main")
+    other = mem_repo.archive_snapshot(make_snapshot(3), "other")
+    explicit = mem_repo.archive_snapshot(make_snapshot(4), "exp", parent="main")
+    by_id = mem_repo.archive_snapshot(make_snapshot(5), "exp2", parent=a.version_id[:10])
+    assert b.parent == a.version_id
+    assert other.parent is None
+    assert explicit.parent == b.version_id
+    assert by_id.parent == a.version_id
+    assert mem_repo.version("main").parent == bytes.fromhex(a.version_id)
+    assert mem_repo.refs() == {"main": b.version_id, "other": other.version_id,
+                               "exp": explicit.version_id, "exp2": by_id.version_id}
+
+
+def test_unknown_parent_is_not_found_and_changes_nothing(mem_repo):
+    mem_repo.archive_snapshot(make_snapshot(1), "main")
+    before = all_items(mem_repo)
+    with pytest.raises(NotFound):
+        mem_repo.archive_snapshot(make_snapshot(2), "main", parent="no-such-ref")
+    assert all_items(mem_repo) == before
+
+
+def test_refs_tag_resolve(mem_repo):
+    a = mem_repo.archive_snapshot(make_snapshot(1), "main")
+    b = mem_repo.archive_snapshot(make_snapshot(2), "main")
+    va, vb = bytes.fromhex(a.version_id), bytes.fromhex(b.version_id)
+    mem_repo.set_ref("v1.0", va)
+    mem_repo.set_ref("exp/lr-3e-4", vb)
+    assert mem_repo.refs() == {"main": b.version_id, "v1.0": a.version_id, "exp/lr-3e-4": b.version_id}
+    assert mem_repo.resolve("v1.0") == va
+    assert mem_repo.resolve("exp/lr-3e-4") == vb
+    assert mem_repo.resolve(a.version_id) == va
+    for n in (4, 5, 8, 12, 31):
+        assert mem_repo.resolve(a.version_id[:n]) == va, n
+    assert mem_repo.resolve(a.version_id[:9].upper()) == va
+    # retag moves the ref; versions stay
+    mem_repo.set_ref("v1.0", vb)
+    assert mem_repo.resolve("v1.0") == vb
+    mem_repo.delete_ref("v1.0")
+    assert "v1.0" not in mem_repo.refs()
+    with pytest.raises(NotFound):
+        mem_repo.resolve("v1.0")
+    with pytest.raises(NotFound):
+        mem_repo.delete_ref("v1.0")
+    assert_same_snapshot(mem_repo.retrieve(a.version_id), make_snapshot(1))
+
+
+def test_resolve_not_found_and_short_prefix(mem_repo):
+    a = mem_repo.archive_snapshot(make_snapshot(1), "main")
+    for ref in ("nope", a.version_id[:3], "", "zzzz", "0000000000000000000000000000000000",
+                a.version_id + "00"):
+        with pytest.raises(NotFound):
+            mem_repo.resolve(ref)
+    with pytest.raises(NotFound):
+        mem_repo.version("nope")
+    with pytest.raises(NotFound):
+        mem_repo.version(b"\x00" * 16)
+    with pytest.raises(NotFound):
+        mem_repo.retrieve("nope")
+    with pytest.raises(NotFound):
+        mem_repo.log("nope")
+
+
+def test_resolve_ambiguous_prefix():
+    repo = Repository.in_memory()
+    a = repo.archive_snapshot(make_snapshot(1), "main")
+    vid = bytes.fromhex(a.version_id)
+    # a second version id sharing the first 3 bytes (key only: resolve looks at keys)
+    repo.store.write([(VERSION + vid[:3] + bytes(13), b"x")])
+    with pytest.raises(BadInput):
+        repo.resolve(a.version_id[:6])
+    assert repo.resolve(a.version_id) == vid
+
+
+def test_set_ref_checks_name_and_version(mem_repo):
+    a = mem_repo.archive_snapshot(make_snapshot(1), "main")
+    with pytest.raises(NotFound):
+        mem_repo.set_ref("x", b"\x01" * 16)
+    for bad in ("../x", "a//b", "-x", ".x", "x.lock", "a b", "", "x/"):
+        with pytest.raises(BadName):
+            mem_repo.set_ref(bad, bytes.fromhex(a.version_id))
+    assert mem_repo.refs() == {"main": a.version_id}
+
+
+def test_log(mem_repo):
+    ids = [mem_repo.archive_snapshot(make_snapshot(i), "main", message=f"m{i}").version_id for i in range(3)]
+    side = mem_repo.archive_snapshot(make_snapshot(9), "side", parent=ids[1]).version_id
+    assert [v.hex for v in mem_repo.log("main")] == ids[::-1]
+    assert [v.message for v in mem_repo.log("main")] == ["m2", "m1", "m0"]
+    assert [v.hex for v in mem_repo.log(ids[1][:8])] == [ids[1], ids[0]]
+    assert [v.hex for v in mem_repo.log("side")] == [side, ids[1], ids[0]]
+    assert sorted(v.hex for v in mem_repo.versions()) == sorted(ids + [side])
+    s = mem_repo.version("main").summary()
+    assert s["id"] == ids[2] and s["parent"] == ids[1] and s["name"] == "main"
+    json.dumps(s)
+
+
+# --------------------------------------------------------- partial reads
+class RecordingStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.read: list[bytes] = []
+
+    def get_many(self, keys):
+        self.read.extend(bytes(k) for k in keys)
+        return super().get_many(keys)
+
+    def items_prefix(self, prefix):
+        for k, v in super().items_prefix(prefix):
+            self.read.append(k)
+            yield k, v
+
+
+def test_partial_retrieve_reads_only_named_tensors():
+    store = RecordingStore()
+    repo = Repository(store, json.loads(json.dumps(DEFAULT_CONFIG)))
+    snap = make_snapshot(6, scale=4)
+    repo.archive_snapshot(snap, "main")
+    v = repo.version("main")
+    wanted = ["model.f16", "nan1"]
+    allowed = {REF + b"main", VERSION + v.id}
+    for e in v.tensors:
+        if e.name in wanted:
+            allowed.add(TENSOR + e.object)
+            rec = records.unpack_json(store.get(TENSOR + e.object), "rec")
+            allowed.update(CHUNK + bytes.fromhex(h) for plane in rec["chunks"] for h in plane)
+    store.read.clear()
+    got = repo.retrieve("main", names=wanted)
+    assert list(got.tensors) == wanted
+    assert got.files == {}
+    for name in wanted:
+        assert got.tensors[name].data.tobytes() == snap.tensors[name].data.tobytes()
+    assert store.read and set(store.read) <= allowed, set(store.read) - allowed
+    repo.close()
+
+
+def test_partial_retrieve_survives_damage_elsewhere(mem_repo):
+    snap = make_snapshot(7)
+    mem_repo.archive_snapshot(snap, "main")
+    v = mem_repo.version("main")
+    victim = next(e for e in v.tensors if e.name == "model.w")
+    rec = records.unpack_json(mem_repo.store.get(TENSOR + victim.object), "rec")
+    mem_repo.store.write(deletes=[CHUNK + bytes.fromhex(rec["chunks"][0][0])])
+    got = mem_repo.retrieve("main", names=["model.i64"])
+    assert got.tensors["model.i64"].data.tobytes() == snap.tensors["model.i64"].data.tobytes()
+    with pytest.raises(IntegrityError):
+        mem_repo.retrieve("main")
+    with pytest.raises(IntegrityError):
+        mem_repo.retrieve("main", names=["model.w"])
+
+
+def test_partial_retrieve_unknown_tensor(mem_repo):
+    mem_repo.archive_snapshot(make_snapshot(1), "main")
+    with pytest.raises(NotFound):
+        mem_repo.retrieve("main", names=["model.w", "no.such.tensor"])
+    with pytest.raises(NotFound):
+        mem_repo.retrieve("main", names=["config.json"])   # files are not tensors
+
+
+# -------------------------------------------------------------- bad names
+def _tensor(name="w"):
+    return Tensor.from_array(name, np.arange(10, dtype="<f4"))
+
+
+BAD_REFS = ["../x", "..", "a/../b", "/abs", "a//b", "-x", ".x", "a/.x", "x.lock", "a b", "",
+            "x/", "ref\x00", "é", "a" * 256]
+BAD_TENSOR_NAMES = ["a\x00b", "", "x" * 1025, "\ud800"]
+BAD_FILES = ["../x", "/etc/passwd", "a\\b", "a/./b", "a//b", "", "a/..", "C:evil", "x\x00"]
+
+
+@pytest.mark.parametrize("bad", BAD_REFS)
+def test_bad_ref_name_refused_and_nothing_written(any_repo, bad):
+    any_repo.archive_snapshot(make_snapshot(1), "main")
+    before, refs, phys = all_items(any_repo), any_repo.refs(), any_repo.physical_bytes()
+    with pytest.raises(BadName):
+        any_repo.archive_snapshot(make_snapshot(2), bad)
+    assert any_repo.physical_bytes() == phys
+    assert any_repo.refs() == refs
+    assert all_items(any_repo) == before
+
+
+@pytest.mark.parametrize("bad", BAD_TENSOR_NAMES)
+def test_bad_tensor_name_refused_and_nothing_written(mem_repo, bad):
+    mem_repo.archive_snapshot(make_snapshot(1), "main")
+    before, refs, phys = all_items(mem_repo), mem_repo.refs(), mem_repo.physical_bytes()
+    snap = make_snapshot(2)
+    snap.add(_tensor(bad))
+    with pytest.raises(BadName):
+        mem_repo.archive_snapshot(snap, "main")
+    assert mem_repo.physical_bytes() == phys and mem_repo.refs() == refs
+    assert all_items(mem_repo) == before
+
+
+@pytest.mark.parametrize("bad", BAD_FILES)
+def test_bad_file_path_refused_and_nothing_written(mem_repo, bad):
+    before = all_items(mem_repo)
+    snap = make_snapshot(2)
+    snap.files[bad] = b"payload"
+    with pytest.raises(BadName):
+        mem_repo.archive_snapshot(snap, "main")
+    assert all_items(mem_repo) == before and mem_repo.refs() == {}
+
+
+def test_tensor_name_checked_not_just_dict_key(mem_repo):
+    """The manifest records Tensor.name: a hostile name under a harmless dict key must be refused."""
+    snap = Snapshot()
+    snap.tensors["harmless"] = _tensor("evil\x00name")
+    with pytest.raises(BadName):
+        mem_repo.archive_snapshot(snap, "main")
+    assert all_items(mem_repo) == {}
+
+
+def test_tensor_data_not_matching_shape_is_bad_input(mem_repo):
+    snap = Snapshot()
+    snap.add(Tensor("w", "F32", (3, 4), np.zeros(11, "<f4")))
+    with pytest.raises(BadInput):
+        mem_repo.archive_snapshot(snap, "main")
+    snap = Snapshot()
+    snap.add(Tensor("w", "F32", (4,), np.zeros(4, "<f8")))
+    with pytest.raises(BadInput):
+        mem_repo.archive_snapshot(snap, "main")
+    assert mem_repo.refs() == {}
+
+
+def test_unknown_dtype_is_typed(mem_repo):
+    snap = Snapshot()
+    snap.add(Tensor("w", "C64", (2,), np.zeros(2, "<u8")))
+    with pytest.raises(BadInput):
+        mem_repo.archive_snapshot(snap, "main")
+    with pytest.raises(BadInput):
+        Tensor.from_array("c", np.zeros(3, np.complex64))
+    assert mem_repo.refs() == {}
+
+
+# ---------------------------------------------------------------------- gc
+def _orphan_chunk(repo, payload: bytes) -> bytes:
+    data = np.frombuffer(payload, np.uint8)
+    key = CHUNK + records.address(digest(payload), len(payload))
+    assert repo.store.put_if_absent(key, codecs.encode_chunk(data, repo.compressor))
+    return key
+
+
+def test_gc_dry_run_and_force(any_repo):
+    snap1, snap2 = make_snapshot(1), make_snapshot(2)
+    any_repo.archive_snapshot(snap1, "main")
+    any_repo.archive_snapshot(snap2, "other")
+    live = all_items(any_repo)
+    needed = referenced_keys(any_repo)
+    assert needed <= set(live)
+
+    # orphans: two chunks, and a tensor record naming one orphan chunk and one live chunk
+    o1 = _orphan_chunk(any_repo, b"orphan chunk one" * 100)
+    o2 = _orphan_chunk(any_repo, bytes(range(256)) * 7)
+    live_chunk = next(k for k in needed if k[:1] == CHUNK)
+    rec = records.pack_json({"dtype": "U8", "shape": [3200], "layout": "planes",
+                             "chunks": [[o1[1:].hex(), live_chunk[1:].hex()]]})
+    o3 = TENSOR + records.address(b"\x42" * 16, 1234)
+    any_repo.store.write([(o3, rec)])
+    orphans = {o1, o2, o3}
+    orphan_bytes = sum(len(k) + len(any_repo.store.get(k)) for k in orphans)
+
+    dry = any_repo.gc()
+    assert dry.dry_run is True
+    assert (dry.chunks, dry.tensors, dry.bytes) == (2, 1, orphan_bytes)
+    assert set(all_items(any_repo)) == set(live) | orphans          # nothing removed
+    json.dumps(dry.to_json())
+
+    done = any_repo.gc(force=True)
+    assert done.dry_run is False
+    assert (done.chunks, done.tensors, done.bytes) == (2, 1, orphan_bytes)
+    assert all_items(any_repo) == live                               # exactly the orphans went
+    assert any_repo.verify().ok
+    assert_same_snapshot(any_repo.retrieve("main"), snap1)
+    assert_same_snapshot(any_repo.retrieve("other"), snap2)
+    again = any_repo.gc(force=True)
+    assert (again.chunks, again.tensors, again.bytes) == (0, 0, 0)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_gc_after_interrupted_archive(any_repo, monkeypatch):
+    from pas import repo as repo_mod
+    snap = make_snapshot(1)
+    any_repo.archive_snapshot(snap, "main")
+    before = all_items(any_repo)
+
+    def crash(self):
+        self.flush()                       # chunks reach the store ...
+        raise _Crash("killed before the final batch")   # ... the version never does
+
+    monkeypatch.setattr(repo_mod._Writer, "commit", crash)
+    with pytest.raises(_Crash):
+        any_repo.archive_snapshot(make_snapshot(8, scale=4), "main")
+    monkeypatch.undo()
+    after_crash = all_items(any_repo)
+    orphans = set(after_crash) - set(before)
+    assert orphans and all(k[:1] == CHUNK for k in orphans)
+    assert any_repo.refs() == {"main": any_repo.refs()["main"]}
+    assert len(any_repo.versions()) == 1                              # nothing half-visible
+    assert any_repo.verify().ok                                       # orphans are not damage
+
+    dry = any_repo.gc()
+    assert dry.chunks == len(orphans) and dry.tensors == 0
+    assert all_items(any_repo) == after_crash
+    any_repo.gc(force=True)
+    assert all_items(any_repo) == before
+    assert_same_snapshot(any_repo.retrieve("main"), snap)
+
+
+def test_gc_keeps_versions_without_refs(mem_repo):
+    a = mem_repo.archive_snapshot(make_snapshot(1), "main")
+    mem_repo.archive_snapshot(make_snapshot(2), "main")
+    mem_repo.set_ref("keep", bytes.fromhex(a.version_id))
+    mem_repo.delete_ref("keep")
+    mem_repo.delete_ref("main")
+    before = all_items(mem_repo)
+    rep = mem_repo.gc(force=True)
+    assert (rep.chunks, rep.tensors) == (0, 0)
+    assert all_items(mem_repo) == before
+    assert_same_snapshot(mem_repo.retrieve(a.version_id), make_snapshot(1))
+
+
+# ------------------------------------------------------------------- stats
+def test_stats(mem_repo):
+    snap = make_snapshot(1)
+    mem_repo.archive_snapshot(snap, "main")
+    mem_repo.archive_snapshot(snap, "copy")
+    s = mem_repo.stats()
+    json.dumps(s)
+    assert s["logical_bytes"] == 2 * snap.nbytes
+    assert s["physical_bytes"] == mem_repo.physical_bytes()
+    assert s["objects"]["versions"]["count"] == 2 and s["objects"]["refs"]["count"] == 2
+    assert s["objects"]["chunks"]["count"] > 0
+
+
+# ------------------------------------------------------------ on-disk repo
+def test_init_open_reopen(tmp_path):
+    path = tmp_path / "r"
+    snap = make_snapshot(1)
+    with Repository.init(path, chunk_size=4096, codec={"id": "zstd", "level": 5}) as repo:
+        res = repo.archive_snapshot(snap, "main")
+        assert repo.root == path / ".pas"
+    cfg = json.loads((path / ".pas" / "config.json").read_text())
+    assert cfg["chunker"]["size"] == 4096 and cfg["codec"] == {"id": "zstd", "level": 5}
+    assert cfg["format_version"] == 1 and len(cfg["repo_id"]) == 32
+    with Repository.open(path) as repo:
+        assert repo.store.read_only
+        assert repo.config == cfg
+        assert_same_snapshot(repo.retrieve("main"), snap)
+        assert repo.refs() == {"main": res.version_id}
+        assert repo.verify().ok
+
+
+def test_init_twice_refused(tmp_path):
+    Repository.init(tmp_path).close()
+    cfg = (tmp_path / ".pas" / "config.json").read_text()
+    with pytest.raises(BadInput):
+        Repository.init(tmp_path)
+    assert (tmp_path / ".pas" / "config.json").read_text() == cfg
+
+
+def test_init_with_unknown_codec_writes_nothing(tmp_path):
+    with pytest.raises(UnsupportedFormat):
+        Repository.init(tmp_path / "r", codec={"id": "nope"})
+    assert not (tmp_path / "r" / ".pas" / "config.json").exists()
+
+
+def test_read_only_repository_refuses_writes(tmp_path):
+    path = tmp_path / "r"
+    with Repository.init(path) as repo:
+        a = repo.archive_snapshot(make_snapshot(1), "main")
+    with Repository.open(path) as repo:
+        with pytest.raises(BadInput):
+            repo.archive_snapshot(make_snapshot(2), "main")
+        with pytest.raises(PasError):
+            repo.set_ref("x", bytes.fromhex(a.version_id))
+        with pytest.raises(PasError):
+            repo.delete_ref("main")
+        assert repo.refs() == {"main": a.version_id}
+
+
+def test_second_writer_is_locked(disk_repo):
+    with pytest.raises(RepositoryLocked):
+        Repository.open(disk_repo.root.parent, write=True)
+    with Repository.open(disk_repo.root.parent) as reader:   # readers are not blocked
+        assert reader.refs() == {}
+
+
+@pytest.mark.parametrize("version", [2, 0, None, "1", 999])
+def test_unknown_format_version_refused(tmp_path, version):
+    Repository.init(tmp_path).close()
+    cfg_path = tmp_path / ".pas" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if version is None:
+        del cfg["format_version"]
+    else:
+        cfg["format_version"] = version
+    cfg_path.write_text(json.dumps(cfg))
+    for write in (False, True):
+        with pytest.raises(UnsupportedFormat):
+            Repository.open(tmp_path, write=write)
+
+
+def test_open_non_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv("PAS_REPO", raising=False)
+    (tmp_path / "empty").mkdir()
+    for p in (tmp_path / "empty", tmp_path / "missing", tmp_path / "empty" / ".pas"):
+        with pytest.raises(NotARepository):
+            Repository.open(p)
+    monkeypatch.chdir(tmp_path / "empty")
+    with pytest.raises(NotARepository):
+        Repository.open()
+
+
+def test_folder_with_unrelated_config_json_is_not_a_repository(tmp_path, monkeypatch):
+    """A Hugging Face model folder has a config.json; it is not a pas repository."""
+    monkeypatch.delenv("PAS_REPO", raising=False)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 64, "model_type": "bert"}')
+    with pytest.raises(NotARepository):
+        Repository.open(model)
+
+
+def test_pas_repo_env_and_cwd_discovery(tmp_path, monkeypatch):
+    path = tmp_path / "r"
+    with Repository.init(path) as repo:
+        a = repo.archive_snapshot(make_snapshot(1), "main")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PAS_REPO", str(path))
+    with Repository.open() as repo:
+        assert repo.refs() == {"main": a.version_id}
+    monkeypatch.setenv("PAS_REPO", str(path / ".pas"))
+    with Repository.open() as repo:
+        assert repo.refs() == {"main": a.version_id}
+    monkeypatch.setenv("PAS_REPO", str(tmp_path / "bogus"))
+    with Repository.open(path) as repo:                    # an explicit path wins
+        assert repo.refs() == {"main": a.version_id}
+    with pytest.raises(NotARepository):
+        Repository.open()
+    monkeypatch.delenv("PAS_REPO")
+    deep = path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    with Repository.open() as repo:
+        assert repo.root.resolve() == (path / ".pas").resolve()
+        assert repo.refs() == {"main": a.version_id}
+    monkeypatch.chdir(path)
+    with Repository.open() as repo:
+        assert repo.refs() == {"main": a.version_id}
