@@ -13,10 +13,7 @@ def digest(data) -> bytes:
 
 
 def digest_parts(*parts) -> bytes:
-    h = xxhash.xxh3_128()
-    for p in parts:
-        h.update(p)
-    return h.digest()
+    return _hash_parts(xxhash.xxh3_128(), parts)
 
 
 def checksum64(data) -> bytes:
@@ -25,7 +22,10 @@ def checksum64(data) -> bytes:
 
 
 def checksum64_parts(*parts) -> bytes:
-    h = xxhash.xxh3_64()
+    return _hash_parts(xxhash.xxh3_64(), parts)
+
+
+def _hash_parts(h, parts) -> bytes:
     for p in parts:
         h.update(p)
     return h.digest()
