@@ -8,6 +8,10 @@ planes unrolled, which LLVM vectorises (float32: 7-8 GB/s split and merge,
 merge kernels take the planes as a tuple of 1-D arrays, so the decoded
 chunks of one row of the tensor are merged where they lie, without a copy.
 
+Every kernel fuses the delta against a base (``op``: 0 none, 1 XOR, 2
+integer difference, zigzag-coded) with the split, and its inverse with the
+merge, so a delta costs no extra pass over memory.
+
 All arithmetic stays in the word's unsigned type: mixing signed and
 unsigned integers makes Numba fall back to floats.
 """
@@ -25,13 +29,40 @@ def _from_exp_first(v, e_mask, m, m_mask, top, one):
     return (((v >> m) & one) << top) | (((v >> (m + one)) & e_mask) << m) | (v & m_mask)
 
 
+# The delta is computed in uint64 and masked to the word's width: Numba
+# promotes narrower unsigned arithmetic, so wrap-around must be explicit.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _delta(v, b, op, width):
+    v, b = uint64(v), uint64(b)
+    if op == 0:
+        return v
+    if op == 1:
+        return v ^ b
+    mask = uint64(0xFFFFFFFFFFFFFFFF) >> uint64(64 - width)
+    d = (v - b) & mask                                   # modular: exact for every bit pattern
+    sign = d >> uint64(width - 1)
+    return ((d << uint64(1)) ^ (uint64(0) - sign)) & mask  # zigzag: small |d| -> small code
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _undelta(v, b, op, width):
+    v, b = uint64(v), uint64(b)
+    if op == 0:
+        return v
+    if op == 1:
+        return v ^ b
+    mask = uint64(0xFFFFFFFFFFFFFFFF) >> uint64(64 - width)
+    d = (v >> uint64(1)) ^ ((uint64(0) - (v & uint64(1))) & mask)
+    return (b + d) & mask
+
+
 @numba.njit(cache=True, nogil=True)
-def split2(words, out, rot, e_bits, m_bits):
+def split2(words, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint16(1), uint16(15), uint16(m_bits)
     e_mask, m_mask = uint16((1 << e_bits) - 1), uint16((1 << m_bits) - 1)
     p0, p1 = out[0], out[1]
     for i in range(words.shape[0]):
-        v = words[i]
+        v = _delta(words[i], base[i], op, 16)
         if rot:
             v = _to_exp_first(v, e_mask, m, m_mask, top, one)
         p0[i] = uint8(v >> uint16(8))
@@ -39,7 +70,7 @@ def split2(words, out, rot, e_bits, m_bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def merge2(planes, out, rot, e_bits, m_bits):
+def merge2(planes, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint16(1), uint16(15), uint16(m_bits)
     e_mask, m_mask = uint16((1 << e_bits) - 1), uint16((1 << m_bits) - 1)
     p0, p1 = planes[0], planes[1]
@@ -47,16 +78,16 @@ def merge2(planes, out, rot, e_bits, m_bits):
         v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
         if rot:
             v = _from_exp_first(v, e_mask, m, m_mask, top, one)
-        out[i] = v
+        out[i] = _undelta(v, base[i], op, 16)
 
 
 @numba.njit(cache=True, nogil=True)
-def split4(words, out, rot, e_bits, m_bits):
+def split4(words, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint32(1), uint32(31), uint32(m_bits)
     e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
     p0, p1, p2, p3 = out[0], out[1], out[2], out[3]
     for i in range(words.shape[0]):
-        v = words[i]
+        v = _delta(words[i], base[i], op, 32)
         if rot:
             v = _to_exp_first(v, e_mask, m, m_mask, top, one)
         p0[i] = uint8(v >> uint32(24))
@@ -66,7 +97,7 @@ def split4(words, out, rot, e_bits, m_bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def merge4(planes, out, rot, e_bits, m_bits):
+def merge4(planes, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint32(1), uint32(31), uint32(m_bits)
     e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
     p0, p1, p2, p3 = planes[0], planes[1], planes[2], planes[3]
@@ -75,15 +106,15 @@ def merge4(planes, out, rot, e_bits, m_bits):
              | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
         if rot:
             v = _from_exp_first(v, e_mask, m, m_mask, top, one)
-        out[i] = v
+        out[i] = _undelta(v, base[i], op, 32)
 
 
 @numba.njit(cache=True, nogil=True)
-def split8(words, out, rot, e_bits, m_bits):
+def split8(words, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint64(1), uint64(63), uint64(m_bits)
     e_mask, m_mask = uint64((1 << e_bits) - 1), uint64((1 << m_bits) - 1)
     for i in range(words.shape[0]):
-        v = words[i]
+        v = _delta(words[i], base[i], op, 64)
         if rot:
             v = _to_exp_first(v, e_mask, m, m_mask, top, one)
         for p in range(8):
@@ -91,7 +122,7 @@ def split8(words, out, rot, e_bits, m_bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def merge8(planes, out, rot, e_bits, m_bits):
+def merge8(planes, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint64(1), uint64(63), uint64(m_bits)
     e_mask, m_mask = uint64((1 << e_bits) - 1), uint64((1 << m_bits) - 1)
     for i in range(out.shape[0]):
@@ -100,7 +131,21 @@ def merge8(planes, out, rot, e_bits, m_bits):
             v = (v << uint64(8)) | uint64(planes[p][i])
         if rot:
             v = _from_exp_first(v, e_mask, m, m_mask, top, one)
-        out[i] = v
+        out[i] = _undelta(v, base[i], op, 64)
 
 
-KERNELS = {2: (split2, merge2), 4: (split4, merge4), 8: (split8, merge8)}
+@numba.njit(cache=True, nogil=True)
+def split1(words, base, op, out, rot, e_bits, m_bits):
+    p0 = out[0]
+    for i in range(words.shape[0]):
+        p0[i] = _delta(words[i], base[i], op, 8)
+
+
+@numba.njit(cache=True, nogil=True)
+def merge1(planes, base, op, out, rot, e_bits, m_bits):
+    p0 = planes[0]
+    for i in range(out.shape[0]):
+        out[i] = _undelta(p0[i], base[i], op, 8)
+
+
+KERNELS = {1: (split1, merge1), 2: (split2, merge2), 4: (split4, merge4), 8: (split8, merge8)}

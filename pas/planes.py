@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 
+from . import delta
 from .dtypes import DType
 
 LAYOUTS = ("planes", "planes-exp")
@@ -68,25 +69,35 @@ def _rotate_np(words: np.ndarray, dtype: DType, inverse: bool) -> np.ndarray:
     return (sign << t(width - 1)) | (exp << t(m)) | (words & m_mask)
 
 
-def split(data: np.ndarray, dtype: DType, layout: str = "planes") -> np.ndarray:
-    """Byte planes of ``data`` (any shape, raw bits) as a (k, n) uint8 array, MSB first."""
+def split(data: np.ndarray, dtype: DType, layout: str = "planes",
+          base: np.ndarray | None = None, op: str | None = None) -> np.ndarray:
+    """Byte planes of ``data`` (any shape, raw bits) as a (k, n) uint8 array, MSB first.
+
+    With ``base`` (same number of elements, raw bits) and ``op`` ("xor" or
+    "sub"), the planes are those of the delta against ``base`` (pas.delta).
+    """
     k = dtype.itemsize
     words = np.ascontiguousarray(data).reshape(-1).view(dtype.bits_dtype)
     rot, e, m = _params(dtype, layout)
+    code = delta.op_code(op)
+    basew = words if base is None else np.ascontiguousarray(base).reshape(-1).view(dtype.bits_dtype)
+    if code and basew.shape != words.shape:
+        raise ValueError("delta base must have as many elements as the tensor")
     out = np.empty((k, words.shape[0]), dtype=np.uint8)
-    if k == 1:
-        out[0] = words.view(np.uint8)
-    elif _use_numba(words.shape[0]):
-        _kernels(k)[0](words, out, rot, e, m)
-    else:
-        if rot:
-            words = _rotate_np(words, dtype, inverse=False)
-        out[:] = words.view(np.uint8).reshape(-1, k).T[::-1]
+    if _use_numba(words.shape[0]):
+        _kernels(k)[0](words, basew, code, out, rot, e, m)
+        return out
+    if code:
+        words = delta.encode(words, basew, op)
+    if rot:
+        words = _rotate_np(words, dtype, inverse=False)
+    out[:] = words.view(np.uint8).reshape(-1, k).T[::-1]
     return out
 
 
 def merge(planes, dtype: DType, layout: str = "planes",
-          out: np.ndarray | None = None) -> np.ndarray:
+          out: np.ndarray | None = None, base: np.ndarray | None = None,
+          op: str | None = None) -> np.ndarray:
     """Inverse of `split`: a flat array of ``dtype.bits_dtype`` (written into ``out`` if given).
 
     ``planes`` is a (k, n) uint8 array or a sequence of k 1-D uint8 arrays of
@@ -99,18 +110,22 @@ def merge(planes, dtype: DType, layout: str = "planes",
     if out is None:
         out = np.empty(n, dtype=dtype.bits_dtype)
     rot, e, m = _params(dtype, layout)
-    if k == 1:
-        out.view(np.uint8)[:] = planes[0]
-    elif _use_numba(n):
+    code = delta.op_code(op)
+    basew = out if base is None else base.reshape(-1).view(dtype.bits_dtype)
+    if code and basew.shape != (n,):
+        raise ValueError("delta base must have as many elements as the tensor")
+    if _use_numba(n):
         if len({p.flags.writeable for p in planes}) > 1:  # one Numba type for the whole tuple
             planes = tuple(p if not p.flags.writeable else p.view() for p in planes)
             for p in planes:
                 p.flags.writeable = False
-        _kernels(k)[1](planes, out, rot, e, m)
-    else:
-        view = out.view(np.uint8).reshape(n, k)
-        for p in range(k):
-            view[:, k - 1 - p] = planes[p]
-        if rot:
-            out[:] = _rotate_np(out, dtype, inverse=True)
+        _kernels(k)[1](planes, basew, code, out, rot, e, m)
+        return out
+    view = out.view(np.uint8).reshape(n, k)
+    for p in range(k):
+        view[:, k - 1 - p] = planes[p]
+    if rot:
+        out[:] = _rotate_np(out, dtype, inverse=True)
+    if code:
+        out[:] = delta.decode(out, basew, op)
     return out
