@@ -75,7 +75,10 @@ class VersionHandle:
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"version {self.version.short} has no tensor {name!r}")
-        return _convert(self._repo.read_entry(entry), entry.dtype, self.framework)
+        try:
+            return _convert(self._repo.read_entry(entry), entry.dtype, self.framework)
+        finally:
+            self._repo.reader.clear_cache()
 
     def dtype(self, name: str) -> str:
         return self._entries[name].dtype

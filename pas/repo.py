@@ -25,10 +25,12 @@ from . import codecs, dtypes, planes, records
 from .chunking import get_chunker
 from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
                      UnsupportedFormat)
-from .hashing import digest, digest_parts
+from .hashing import digest
 from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
 from .snapshot import Snapshot, Tensor
+from .reader import TensorReader
 from .stores.base import Store
+from .writer import BaseIndex, VersionWriter, tensor_digest
 
 FORMAT_VERSION = 1
 REPO_DIR = ".pas"
@@ -37,11 +39,9 @@ DEFAULT_CONFIG = {
     "hash": "xxh3-128",
     "chunker": {"id": "fixed", "size": 1 << 20},
     "codec": {"id": "zstd", "level": 1},
+    # Delta chains: at most max_depth deltas are applied to rebuild any tensor.
+    "delta": {"max_depth": 8, "ops": ["xor", "sub"]},
 }
-#: Bytes of new chunks held in memory before they are written in one batch.
-BATCH_BYTES = 64 << 20
-#: Elements sampled to choose a float tensor's plane layout.
-LAYOUT_SAMPLE = 1 << 16
 
 Progress = Callable[[int], None]  # called with the number of logical bytes just processed
 
@@ -66,6 +66,8 @@ class ArchiveResult:
     chunks_written: int
     chunks_reused: int
     seconds: float
+    encodings: dict = field(default_factory=dict)   # "whole" / "xor" / "sub" -> tensors
+    delta_source: str | None = None                 # version deltas were taken from, if not the parent
 
     @property
     def ratio(self) -> float:
@@ -116,6 +118,7 @@ class Repository:
         self.chunker = get_chunker(config["chunker"])
         self.compressor = codecs.get_codec(config["codec"])
         self._pool: ThreadPoolExecutor | None = None
+        self.reader = TensorReader(store, lambda: self.pool)
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -265,7 +268,21 @@ class Repository:
         return self.archive_snapshot(snapshot, name, parent=parent, message=message, progress=progress)
 
     def archive_snapshot(self, snapshot: Snapshot, name: str, parent: str | None = None,
-                         message: str = "", progress: Progress | None = None) -> ArchiveResult:
+                         message: str = "", progress: Progress | None = None,
+                         keep_bases: bool = False) -> ArchiveResult:
+        """Archive ``snapshot`` as a new version and move ref ``name`` to it.
+
+        ``keep_bases`` keeps this version's tensors decoded in memory as delta
+        bases for the next call (archive_series); otherwise nothing stays cached.
+        """
+        try:
+            return self._archive_snapshot(snapshot, name, parent, message, progress)
+        finally:
+            if not keep_bases:
+                self.reader.clear_cache()
+
+    def _archive_snapshot(self, snapshot: Snapshot, name: str, parent: str | None,
+                          message: str, progress: Progress | None) -> ArchiveResult:
         from .names import check_file_path, check_ref_name, check_tensor_name
         check_ref_name(name)
         for key, t in snapshot.tensors.items():
@@ -278,8 +295,13 @@ class Repository:
             raise BadInput("repository was opened read-only")
         parent_id = self.resolve(parent) if parent else self._current(name)
         started = time.perf_counter()
-        w = _Writer(self, progress)
+        # Delta bases: the parent's tensors; with no parent, the most similar
+        # stored version (a fine-tune archived without its lineage).
+        base_version = self.version(parent_id) if parent_id else self.find_similar(snapshot)
+        bases = BaseIndex(self, base_version) if base_version is not None else None
+        w = VersionWriter(self, progress, bases)
         entries = [w.add_tensor(t) for t in snapshot.tensors.values()]
+        w.bases = None  # side files are stored whole (deduplicated by content)
         files = [w.add_tensor(Tensor.from_array(p, np.frombuffer(b, np.uint8)))
                  for p, b in snapshot.files.items()]
         manifest = {
@@ -294,16 +316,72 @@ class Repository:
             "files": [e.to_json() for e in files],
             "logical_bytes": snapshot.nbytes,
         }
+        if base_version is not None and base_version.id != parent_id:
+            manifest["delta_source"] = base_version.hex
         body, vid = self._new_version_id(manifest)
-        w.final.append((VERSION + vid, body))
-        w.final.append((REF + name.encode(), records.pack_ref(vid)))
-        w.commit()
+        w.commit(VERSION + vid, body, name)
         return ArchiveResult(
             version_id=vid.hex(), name=name, parent=parent_id.hex() if parent_id else None,
             logical_bytes=snapshot.nbytes, physical_added=w.physical_added,
             tensors=len(entries) + len(files), tensors_reused=w.tensors_reused,
             chunks_written=w.chunks_written, chunks_reused=w.chunks_reused,
-            seconds=time.perf_counter() - started)
+            seconds=time.perf_counter() - started, encodings=dict(w.deltas),
+            delta_source=manifest.get("delta_source"))
+
+    def archive_series(self, sources: list, name: str, parent: str | None = None,
+                       message: str = "", format: str | None = None,
+                       progress: Progress | None = None) -> list[ArchiveResult]:
+        """Archive files in order as a chain of versions (a training run's checkpoints).
+
+        Each version's parent is the one before; ref ``name`` ends on the last.
+        The previous snapshot's tensors stay decoded in memory as delta bases.
+        """
+        from . import formats
+        results = []
+        try:
+            for i, src in enumerate(sources):
+                snap = formats.read(src, format)
+                msg = message or f"{Path(src).name}"
+                results.append(self.archive_snapshot(snap, name, parent=parent if i == 0 else None,
+                                                     message=msg, progress=progress, keep_bases=True))
+        finally:
+            self.reader.clear_cache()
+        return results
+
+    def find_similar(self, snapshot: Snapshot, max_versions: int = 64) -> Version | None:
+        """The stored version most like ``snapshot`` by sampled bitwise similarity, if any is alike.
+
+        Candidates are the versions refs point at (newest first); each is
+        scored on up to four of its largest tensors that ``snapshot`` has
+        under the same name, dtype and row shape, reading only their first rows.
+        """
+        from .delta.select import similarity
+        heads: list[bytes] = []
+        for vid in self.refs().values():
+            if bytes.fromhex(vid) not in heads:
+                heads.append(bytes.fromhex(vid))
+        best, best_score = None, 0.5   # below this, a delta would not pay
+        for vid in heads[:max_versions]:
+            try:
+                v = self.version(vid)
+            except (IntegrityError, NotFound):
+                continue
+            common = [e for e in v.tensors if e.name in snapshot.tensors
+                      and snapshot.tensors[e.name].dtype == e.dtype and e.shape
+                      and snapshot.tensors[e.name].shape[1:] == e.shape[1:]]
+            common = sorted(common, key=lambda e: -e.nbytes)[:4]
+            if not common:
+                continue
+            scores = []
+            for e in common:
+                dt = dtypes.get(e.dtype)
+                mine = dtypes.as_le_contiguous(snapshot.tensors[e.name].data).reshape(-1).view(dt.bits_dtype)
+                head = self.reader.range_words(e.object, 0, min(1 << 14, mine.shape[0]))
+                scores.append(similarity(mine[:head.shape[0]], head, dt))
+            score = float(np.mean(scores))
+            if score > best_score:
+                best, best_score = v, score
+        return best
 
     def _new_version_id(self, manifest: dict) -> tuple[bytes, bytes]:
         """Serialise a manifest and name it by its digest; on a digest collision
@@ -356,97 +434,43 @@ class Repository:
         if files and names is None:
             for f in v.files:
                 snap.files[f.name] = self.read_entry(f).tobytes()
+        self.reader.clear_cache()  # decoded bases are shared within one retrieve only
         return snap
 
     def read_entry(self, entry: TensorEntry, parallel: bool = True) -> np.ndarray:
         """One tensor's data, checked against its content address.
 
-        The whole-tensor digest checks every byte end to end, so chunks are
-        not hashed one by one on this path (one pass less over the data);
+        The whole-tensor digest checks every byte end to end (every chunk and
+        every delta base), so chunks are not hashed one by one on this path;
         only when the tensor fails is it decoded again chunk by chunk, to
         name the damaged chunk.
         """
-        rec = self._tensor_record(entry.object)
-        if rec["dtype"] != entry.dtype or tuple(rec["shape"]) != entry.shape:
+        rec = self.reader.record(entry.object)
+        if rec.get("dtype") != entry.dtype or tuple(rec.get("shape", ())) != entry.shape:
             raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
-        data = self._decode_tensor(rec, parallel, verify_chunks=False)
-        if _tensor_digest(entry.dtype, entry.shape, data) != records.address_digest(entry.object):
-            self._decode_tensor(rec, parallel, verify_chunks=True)  # raises, naming the chunk
+        words = self.reader.words(entry.object, parallel=parallel)
+        dt = dtypes.get(entry.dtype)
+        data = words.view(dt.np_dtype).reshape(entry.shape)
+        if tensor_digest(entry.dtype, entry.shape, data) != records.address_digest(entry.object):
+            self.reader.clear_cache()
+            self.reader.words(entry.object, parallel=parallel, verify_chunks=True)  # names the chunk
             raise IntegrityError(f"tensor {entry.name!r} does not match its content address")
         return data
 
-    def _tensor_record(self, addr: bytes) -> dict:
-        value = self.store.get(TENSOR + addr)
-        if value is None:
-            raise IntegrityError(f"tensor record {addr.hex()[:16]} is missing")
-        return records.unpack_json(value, f"tensor record {addr.hex()[:16]}")
-
-    def _decode_tensor(self, rec: dict, parallel: bool = True, verify_chunks: bool = True) -> np.ndarray:
-        """Decode a tensor record into its array.
-
-        Every plane is cut at the same offsets, so row j of the tensor is the
-        j-th chunk of each plane: rows are decoded and merged independently
-        (in parallel), straight from the decoded chunks into the output.
-        ``parallel`` must be False when called from a pool thread (the pool
-        would wait on itself).
-        """
-        dt = dtypes.get(rec["dtype"])
-        shape = tuple(rec["shape"])
-        n = int(np.prod(shape, dtype=np.int64))
-        layout = rec["layout"]
-        addrs = [[bytes.fromhex(h) for h in plane] for plane in rec["chunks"]]
-        if len(addrs) != dt.itemsize:
-            raise IntegrityError("tensor record has the wrong number of planes")
-        lengths = [[records.address_length(a) for a in plane] for plane in addrs]
-        if any(sum(ls) != n for ls in lengths) or any(ls != lengths[0] for ls in lengths):
-            raise IntegrityError("tensor record's chunks do not cover the tensor row by row")
-        values = self.store.get_many([CHUNK + a for plane in addrs for a in plane])
-        per_plane = len(addrs[0])
-        offsets = np.concatenate([[0], np.cumsum(lengths[0])]).astype(np.int64)
-        out = np.empty(n, dt.bits_dtype)
-
-        def row(j: int) -> None:
-            pieces = []
-            for p in range(dt.itemsize):
-                addr, value = addrs[p][j], values[p * per_plane + j]
-                if value is None:
-                    raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
-                data = codecs.decode_chunk(value, lengths[p][j])
-                if verify_chunks:
-                    records.check_address(data, addr, "chunk")
-                pieces.append(np.frombuffer(data, np.uint8))
-            planes.merge(pieces, dt, layout, out[offsets[j]:offsets[j + 1]])
-
-        if parallel and per_plane > 1 and n * dt.itemsize >= (4 << 20):
-            list(self.pool.map(row, range(per_plane)))
-        else:
-            for j in range(per_plane):
-                row(j)
-        return out.view(dt.np_dtype).reshape(shape)
+    def read_rows(self, entry: TensorEntry, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a tensor (along its first axis); reads only the chunks they lie in."""
+        if not entry.shape:
+            raise BadInput(f"tensor {entry.name!r} is 0-d: it has no rows")
+        row = int(np.prod(entry.shape[1:], dtype=np.int64))
+        start, stop = max(0, start), min(stop, entry.shape[0])
+        stop = max(start, stop)
+        dt = dtypes.get(entry.dtype)
+        words = self.reader.range_words(entry.object, start * row, stop * row)
+        return words.view(dt.np_dtype).reshape((stop - start,) + tuple(entry.shape[1:]))
 
     def read_planes(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, str]:
-        """The top ``k`` byte planes of a tensor (reads only their chunks) and its layout."""
-        rec = self._tensor_record(entry.object)
-        n = int(np.prod(entry.shape, dtype=np.int64))
-        chunk_lists = rec["chunks"][:k]
-        out = np.empty((len(chunk_lists), n), np.uint8)
-        keys = [bytes.fromhex(h) for plane in chunk_lists for h in plane]
-        values = self.store.get_many([CHUNK + a for a in keys])
-        it = iter(zip(keys, values))
-        for p, plane in enumerate(chunk_lists):
-            off = 0
-            for _ in plane:
-                addr, value = next(it)
-                if value is None:
-                    raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
-                length = records.address_length(addr)
-                data = codecs.decode_chunk(value, length)
-                records.check_address(data, addr, "chunk")
-                out[p, off:off + length] = np.frombuffer(data, np.uint8)
-                off += length
-            if off != n:
-                raise IntegrityError("tensor record's chunks do not cover the tensor")
-        return out, rec["layout"]
+        """The top ``k`` byte planes of a tensor (reads only their chunks where it can) and its layout."""
+        return self.reader.top_planes(entry.object, k)
 
     # ------------------------------------------------------------------- verify
     def verify(self, progress: Progress | None = None) -> VerifyReport:
@@ -466,19 +490,31 @@ class Repository:
             if progress:
                 progress(records.address_length(addr))
         bad_tensors: set[bytes] = set()
+        base_of: dict[bytes, bytes] = {}
         for key, value in self.store.items_prefix(TENSOR):
             addr = key[1:]
             rep.tensors += 1
             try:
-                rec = records.unpack_json(value, f"tensor record {addr.hex()[:16]}")
-                for plane in rec["chunks"]:
-                    for h in plane:
-                        a = bytes.fromhex(h)
+                lay = self.reader.parse(addr, records.unpack_json(value, f"tensor record {addr.hex()[:16]}"))
+                for plane in lay.addrs:
+                    for a in plane:
                         if a in bad_chunks or not self.store.exists(CHUNK + a):
                             raise IntegrityError(f"tensor record {addr.hex()[:16]} names a missing or damaged chunk")
+                if lay.base is not None:
+                    base_of[addr] = lay.base
             except (IntegrityError, KeyError, TypeError, ValueError) as exc:
                 bad_tensors.add(addr)
                 rep.errors.append(str(exc))
+        # A delta is as damaged as its base, down the whole chain.
+        changed = True
+        while changed:
+            changed = False
+            for addr, base in base_of.items():
+                if addr not in bad_tensors and (base in bad_tensors or not self.store.exists(TENSOR + base)):
+                    bad_tensors.add(addr)
+                    rep.errors.append(f"tensor record {addr.hex()[:16]}: its delta base {base.hex()[:16]} "
+                                      "is missing or damaged")
+                    changed = True
         refs_of: dict[bytes, list[str]] = {}
         for key, value in self.store.items_prefix(REF):
             try:
@@ -527,12 +563,19 @@ class Repository:
         for v in self.versions():
             live_tensors.update(e.object for e in v.tensors + v.files)
         live_chunks: set[bytes] = set()
+        todo = list(live_tensors)
+        while todo:  # mark: every live tensor's chunks and its delta base, down the chain
+            addr = todo.pop()
+            lay = self.reader.parse(addr)
+            live_chunks.update(a for plane in lay.addrs for a in plane)
+            if lay.base is not None and lay.base not in live_tensors:
+                live_tensors.add(lay.base)
+                todo.append(lay.base)
         dead: list[bytes] = []
         rep = GcReport(dry_run=not force)
         for key, value in self.store.items_prefix(TENSOR):
             if key[1:] in live_tensors:
-                rec = records.unpack_json(value, f"tensor record {key[1:].hex()[:16]}")
-                live_chunks.update(bytes.fromhex(h) for plane in rec["chunks"] for h in plane)
+                continue
             else:
                 dead.append(key)
                 rep.tensors += 1
@@ -584,168 +627,3 @@ def read_config(root: Path) -> dict:
             f"repository format version {version!r} is not supported by this pas "
             f"(supports {FORMAT_VERSION}); upgrade pas")
     return config
-
-
-def _tensor_digest(dtype: str, shape: tuple[int, ...], data: np.ndarray) -> bytes:
-    header = f"{dtype}|{','.join(map(str, shape))}|".encode()
-    return digest_parts(header, memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)))
-
-
-class _Writer:
-    """Collects the objects of one archive and writes them in the safe order."""
-
-    def __init__(self, repo: Repository, progress: Progress | None):
-        self.repo = repo
-        self.store = repo.store
-        self.progress = progress
-        self.pending: dict[bytes, bytes] = {}   # chunk key -> framed value, not yet written
-        self.pending_bytes = 0
-        self.final: list[tuple[bytes, bytes]] = []
-        self.final_keys: set[bytes] = set()
-        self.physical_added = 0
-        self.tensors_reused = self.chunks_written = self.chunks_reused = 0
-
-    # -- tensors
-    def add_tensor(self, t: Tensor) -> TensorEntry:
-        dt = dtypes.get(t.dtype)
-        data = dtypes.as_le_contiguous(t.data)
-        if tuple(data.shape) != tuple(t.shape) or data.dtype.itemsize != dt.itemsize:
-            raise BadInput(f"tensor {t.name!r}: data does not match its dtype/shape")
-        tdigest = _tensor_digest(t.dtype, t.shape, data)
-        addr = records.address(tdigest, data.nbytes)
-        for variant in range(256):
-            addr = records.with_variant(addr, variant)
-            key = TENSOR + addr
-            if key in self.final_keys:
-                if self._same_pending_tensor(key, data):
-                    break
-                continue
-            value = self.store.get(key)
-            if value is None:
-                self._store_tensor(addr, dt, t.shape, data)
-                break
-            if self._same_stored_tensor(value, data):
-                self.tensors_reused += 1
-                break
-        else:
-            raise IntegrityError("too many digest collisions")
-        if self.progress:
-            self.progress(data.nbytes)
-        return TensorEntry(t.name, t.dtype, tuple(t.shape), int(data.nbytes), addr)
-
-    def _same_stored_tensor(self, value: bytes, data: np.ndarray) -> bool:
-        # Confirm a dedup hit: decode what is stored and compare bytes.
-        try:
-            stored = self.repo._decode_tensor(records.unpack_json(value, "tensor record"))
-        except IntegrityError:
-            return False
-        return stored.tobytes() == data.tobytes()
-
-    def _same_pending_tensor(self, key: bytes, data: np.ndarray) -> bool:
-        value = dict(self.final)[key]
-        rec = records.unpack_json(value, "tensor record")
-        dt = dtypes.get(rec["dtype"])
-        n = int(np.prod(rec["shape"], dtype=np.int64))
-        buf = np.empty((dt.itemsize, n), np.uint8)
-        for p, plane in enumerate(rec["chunks"]):
-            off = 0
-            for h in plane:
-                a = bytes.fromhex(h)
-                length = records.address_length(a)
-                value = self.pending.get(CHUNK + a) or self.store.get(CHUNK + a)
-                buf[p, off:off + length] = np.frombuffer(codecs.decode_chunk(value, length), np.uint8)
-                off += length
-        return planes.merge(buf, dt, rec["layout"]).tobytes() == data.tobytes()
-
-    def _store_tensor(self, addr: bytes, dt: dtypes.DType, shape, data: np.ndarray) -> None:
-        layout = choose_layout(data, dt, self.repo.compressor)
-        plane_buf = planes.split(data, dt, layout)
-        chunk_lists = [self._add_stream(plane_buf[p]) for p in range(plane_buf.shape[0])]
-        rec = {"dtype": dt.name, "shape": list(shape), "layout": layout, "chunks": chunk_lists}
-        value = records.pack_json(rec)
-        key = TENSOR + addr
-        self.final.append((key, value))
-        self.final_keys.add(key)
-        self.physical_added += len(key) + len(value)
-
-    # -- chunks
-    def _add_stream(self, stream: np.ndarray) -> list[str]:
-        cuts = self.repo.chunker.cuts(stream.size)
-        pieces = [stream[off:off + n] for off, n in cuts]
-        addrs = []
-        new: dict[bytes, int] = {}   # key of a piece first seen in this stream -> its index
-        for i, piece in enumerate(pieces):
-            addr, is_new = self._resolve_chunk(records.address(digest(memoryview(piece)), piece.size),
-                                               piece, new, pieces)
-            addrs.append(addr)
-            if is_new:
-                new[CHUNK + addr] = i
-            else:
-                self.chunks_reused += 1
-        compressor = self.repo.compressor
-        todo = list(new.items())
-        if len(todo) > 1:
-            values = list(self.repo.pool.map(lambda kv: codecs.encode_chunk(pieces[kv[1]], compressor), todo))
-        else:
-            values = [codecs.encode_chunk(pieces[i], compressor) for _, i in todo]
-        for (key, _), value in zip(todo, values):
-            self.pending[key] = value
-            self.pending_bytes += len(value)
-            self.physical_added += len(key) + len(value)
-            self.chunks_written += 1
-        if self.pending_bytes >= BATCH_BYTES:
-            self.flush()
-        return [a.hex() for a in addrs]
-
-    def _resolve_chunk(self, addr: bytes, piece: np.ndarray, new: dict[bytes, int],
-                       pieces: list[np.ndarray]) -> tuple[bytes, bool]:
-        """The address this piece is stored under, and whether it still has to be written.
-
-        A digest match is confirmed by comparing bytes: against pieces of this
-        stream not yet encoded, pending chunks, then the store.
-        """
-        raw = piece.tobytes()
-        for variant in range(256):
-            addr = records.with_variant(addr, variant)
-            key = CHUNK + addr
-            if key in new:
-                if pieces[new[key]].tobytes() == raw:
-                    return addr, False
-                continue
-            value = self.pending.get(key)
-            if value is None:
-                value = self.store.get(key)
-            if value is None:
-                return addr, True
-            try:
-                if bytes(codecs.decode_chunk(value, len(raw))) == raw:
-                    return addr, False
-            except IntegrityError:
-                pass  # a damaged stored chunk is not a match; keep looking
-        raise IntegrityError("too many digest collisions")
-
-    def flush(self) -> None:
-        if self.pending:
-            self.store.put_many(self.pending.items())
-            self.pending.clear()
-            self.pending_bytes = 0
-
-    def commit(self) -> None:
-        self.flush()
-        self.store.flush()  # chunks durable before the records that name them
-        self.store.write(self.final, sync=True)
-        self.physical_added += sum(len(k) + len(v) for k, v in self.final
-                                   if k[:1] in (VERSION, REF))
-
-
-def choose_layout(data: np.ndarray, dt: dtypes.DType, compressor: codecs.Codec) -> str:
-    """Pick the plane layout that compresses a sample of this tensor best."""
-    if not dt.is_float or dt.itemsize < 2 or data.size < 4096:
-        return "planes"
-    flat = data.reshape(-1)
-    sample = flat[:: max(1, flat.size // LAYOUT_SAMPLE)]
-    sizes = {}
-    for layout in planes.LAYOUTS:
-        p = planes.split(sample, dt, layout)
-        sizes[layout] = sum(len(compressor.encode(p[i].tobytes())) for i in range(min(2, dt.itemsize)))
-    return min(sizes, key=sizes.get)

@@ -334,8 +334,10 @@ def _patch_digests(monkeypatch, digest):
     import pas.hashing
     import pas.records
     import pas.repo
+    import pas.writer
     monkeypatch.setattr(pas.repo, "digest", digest)
-    monkeypatch.setattr(pas.repo, "digest_parts", lambda *parts: CONST)
+    monkeypatch.setattr(pas.writer, "digest", digest)
+    monkeypatch.setattr(pas.writer, "digest_parts", lambda *parts: CONST)
     monkeypatch.setattr(pas.records, "digest", digest)
     monkeypatch.setattr(pas.hashing, "digest", digest)
     monkeypatch.setattr(pas.hashing, "digest_parts", lambda *parts: CONST)

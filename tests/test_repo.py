@@ -13,6 +13,7 @@ from pas.errors import (BadInput, BadName, IntegrityError, NotARepository, NotFo
                         RepositoryLocked, UnsupportedFormat)
 from pas.hashing import digest
 from pas.records import CHUNK, REF, TENSOR, VERSION
+from pas.writer import VersionWriter
 from pas.repo import DEFAULT_CONFIG, Repository
 from pas.snapshot import Snapshot, Tensor
 from pas.stores.memory import MemoryStore
@@ -76,10 +77,10 @@ def test_large_tensors_multi_chunk_both_layouts(force, monkeypatch):
     """Big tensors: several chunks per plane, the Numba path, and each plane layout
     (forced, so both are covered whatever the layout heuristic prefers)."""
     from pas import dtypes, planes
-    from pas import repo as repo_mod
+    from pas.delta import select
     if force is not None:
-        monkeypatch.setattr(repo_mod, "choose_layout", lambda data, dt, compressor:
-                            force if dt.is_float and dt.itemsize >= 2 else "planes")
+        monkeypatch.setattr(select, "choose", lambda words, dt, candidates, ops=():
+                            select.Choice(force if dt.is_float and dt.itemsize >= 2 else "planes"))
     repo = Repository.in_memory(chunker={"id": "fixed", "size": 100_000})
     rng = np.random.default_rng(5)
     n = 300_000
@@ -443,11 +444,11 @@ def test_gc_after_interrupted_archive(any_repo, monkeypatch):
     any_repo.archive_snapshot(snap, "main")
     before = all_items(any_repo)
 
-    def crash(self):
+    def crash(self, *args):
         self.flush()                       # chunks reach the store ...
         raise _Crash("killed before the final batch")   # ... the version never does
 
-    monkeypatch.setattr(repo_mod._Writer, "commit", crash)
+    monkeypatch.setattr(VersionWriter, "commit", crash)
     with pytest.raises(_Crash):
         any_repo.archive_snapshot(make_snapshot(8, scale=4), "main")
     monkeypatch.undo()

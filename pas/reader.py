@@ -1,0 +1,233 @@
+"""Decoding tensor records: chunks -> planes -> words, through delta chains.
+
+Every plane of a tensor is cut at the same offsets, so row j of the tensor
+is the j-th chunk of each plane. Rows are decoded and merged independently
+(in parallel), straight from the decoded chunks into the output; a delta
+record first decodes its base (cached), and the merge kernel applies the
+delta in the same pass. A row range reads only the chunks it needs, and so
+does a read of the top K planes.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+
+from . import codecs, delta, dtypes, planes, records
+from .errors import IntegrityError
+from .records import CHUNK, TENSOR
+from .stores.base import Store
+
+#: Decoded delta bases kept per repository handle (bytes).
+BASE_CACHE_BYTES = 1 << 30
+
+
+class _Layout:
+    """The parsed, checked shape of one tensor record."""
+
+    def __init__(self, rec: dict):
+        self.rec = rec
+        self.dtype = dtypes.get(rec["dtype"])
+        self.shape = tuple(rec["shape"])
+        self.n = int(np.prod(self.shape, dtype=np.int64))
+        self.layout = rec["layout"]
+        self.addrs = [[bytes.fromhex(h) for h in plane] for plane in rec["chunks"]]
+        if len(self.addrs) != self.dtype.itemsize:
+            raise IntegrityError("tensor record has the wrong number of planes")
+        lengths = [[records.address_length(a) for a in plane] for plane in self.addrs]
+        if any(sum(ls) != self.n for ls in lengths) or any(ls != lengths[0] for ls in lengths):
+            raise IntegrityError("tensor record's chunks do not cover the tensor row by row")
+        self.lengths = lengths[0]
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype(np.int64)
+        d = rec.get("delta")
+        self.op = d["op"] if d else None
+        self.base = bytes.fromhex(d["base"]) if d else None
+        if self.op is not None:
+            delta.op_code(self.op)  # unknown operator -> ValueError -> reported as damage
+        self.depth = int(rec.get("depth", 0))
+
+    def rows(self, start: int, stop: int) -> range:
+        """Indexes of the chunk rows that overlap elements [start, stop)."""
+        if start >= stop:
+            return range(0)
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        last = int(np.searchsorted(self.offsets, stop, side="left"))
+        return range(max(first, 0), min(last, len(self.lengths)))
+
+
+class TensorReader:
+    def __init__(self, store: Store, pool: Callable, cache_bytes: int = BASE_CACHE_BYTES):
+        self.store = store
+        self._pool = pool
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._cached = 0
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- records
+    def record(self, addr: bytes) -> dict:
+        value = self.store.get(TENSOR + addr)
+        if value is None:
+            raise IntegrityError(f"tensor record {addr.hex()[:16]} is missing")
+        return records.unpack_json(value, f"tensor record {addr.hex()[:16]}")
+
+    def parse(self, addr: bytes, rec: dict | None = None) -> _Layout:
+        try:
+            return _Layout(rec if rec is not None else self.record(addr))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: {exc}") from None
+
+    # ------------------------------------------------------------------- cache
+    def cached(self, addr: bytes) -> np.ndarray | None:
+        with self._lock:
+            words = self._cache.get(addr)
+            if words is not None:
+                self._cache.move_to_end(addr)
+            return words
+
+    def remember(self, addr: bytes, words: np.ndarray) -> None:
+        """Keep decoded (or just archived) words as a delta base for later reads."""
+        if words.nbytes > self._cache_bytes:
+            return
+        with self._lock:
+            if addr in self._cache:
+                return
+            self._cache[addr] = words
+            self._cached += words.nbytes
+            while self._cached > self._cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= old.nbytes
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._cached = 0
+
+    # ------------------------------------------------------------------ decode
+    def words(self, addr: bytes, parallel: bool = True, verify_chunks: bool = False) -> np.ndarray:
+        """All elements of a tensor as a flat array of its unsigned bit dtype.
+
+        The caller checks the result against the tensor's digest (which
+        covers every chunk and every base); ``verify_chunks`` checks each
+        chunk on its own, to name a damaged one.
+        """
+        hit = self.cached(addr)
+        if hit is not None:
+            return hit
+        lay = self.parse(addr)
+        return self._decode(lay, 0, lay.n, parallel, verify_chunks)
+
+    def range_words(self, addr: bytes, start: int, stop: int) -> np.ndarray:
+        """Elements [start, stop) in flat C order; reads only the chunks they lie in."""
+        hit = self.cached(addr)
+        if hit is not None:
+            return hit[start:stop]
+        lay = self.parse(addr)
+        start, stop = max(0, start), min(stop, lay.n)
+        return self._decode(lay, start, max(start, stop), parallel=False, verify_chunks=True)
+
+    def _base_words(self, lay: _Layout, start: int, stop: int, whole: bool, parallel: bool,
+                    verify_chunks: bool) -> np.ndarray:
+        """The base's words aligned to elements [start, stop) of the target (zero-padded)."""
+        base_lay = self.parse(lay.base)
+        if base_lay.dtype.itemsize != lay.dtype.itemsize:
+            raise IntegrityError("delta base has another element width")
+        if whole:
+            words = self.cached(lay.base)
+            if words is None:
+                words = self._decode(base_lay, 0, base_lay.n, parallel, verify_chunks)
+                self.remember(lay.base, words)
+            return delta.aligned_base(words, lay.n)
+        stop_b = min(stop, base_lay.n)
+        part = (self._decode(base_lay, start, stop_b, False, verify_chunks)
+                if start < stop_b else np.zeros(0, base_lay.dtype.bits_dtype))
+        return delta.aligned_base(part, stop - start)
+
+    def _decode(self, lay: _Layout, start: int, stop: int, parallel: bool,
+                verify_chunks: bool) -> np.ndarray:
+        dt = lay.dtype
+        whole = start == 0 and stop == lay.n
+        base = None
+        if lay.base is not None:
+            base = self._base_words(lay, start, stop, whole, parallel, verify_chunks)
+        rows = lay.rows(start, stop)
+        row_start = int(lay.offsets[rows.start]) if rows else start
+        row_stop = int(lay.offsets[rows.stop]) if rows else start
+        keys = [CHUNK + lay.addrs[p][j] for p in range(dt.itemsize) for j in rows]
+        values = self.store.get_many(keys)
+        out = np.empty(row_stop - row_start, dt.bits_dtype)
+        nrows = len(rows)
+
+        def row(i: int) -> None:
+            j = rows[i]
+            pieces = []
+            for p in range(dt.itemsize):
+                addr, value = lay.addrs[p][j], values[p * nrows + i]
+                if value is None:
+                    raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
+                data = codecs.decode_chunk(value, lay.lengths[j])
+                if verify_chunks:
+                    records.check_address(data, addr, "chunk")
+                pieces.append(np.frombuffer(data, np.uint8))
+            a, b = int(lay.offsets[j]) - row_start, int(lay.offsets[j + 1]) - row_start
+            row_base = None
+            if base is not None:
+                # base covers [start, stop); this row may start before start or end after stop
+                row_base = _window(base, start, int(lay.offsets[j]), int(lay.offsets[j + 1]))
+            planes.merge(pieces, dt, lay.layout, out[a:b], base=row_base, op=lay.op)
+
+        if parallel and nrows > 1 and (row_stop - row_start) * dt.itemsize >= (4 << 20):
+            list(self._pool().map(row, range(nrows)))
+        else:
+            for i in range(nrows):
+                row(i)
+        return out[start - row_start: stop - row_start]
+
+    # ------------------------------------------------------------- top planes
+    def top_planes(self, addr: bytes, k: int) -> tuple[np.ndarray, str]:
+        """The top ``k`` byte planes (MSB first) of a tensor, and their layout.
+
+        Whole tensors and XOR deltas whose base has the same layout read only
+        the top k planes' chunks (down the chain); an integer-difference
+        delta carries across bytes, so it is decoded whole and split.
+        """
+        lay = self.parse(addr)
+        k = min(k, lay.dtype.itemsize)
+        if lay.base is not None:
+            base_lay = self.parse(lay.base)
+            if lay.op != "xor" or base_lay.layout != lay.layout:
+                words = self.words(addr, verify_chunks=True)
+                return planes.split(words, lay.dtype, lay.layout)[:k], lay.layout
+        keys = [lay.addrs[p][j] for p in range(k) for j in range(len(lay.lengths))]
+        values = self.store.get_many([CHUNK + a for a in keys])
+        out = np.empty((k, lay.n), np.uint8)
+        for i, (a, value) in enumerate(zip(keys, values)):
+            p, j = divmod(i, len(lay.lengths))
+            if value is None:
+                raise IntegrityError(f"chunk {a.hex()[:16]} is missing")
+            data = codecs.decode_chunk(value, lay.lengths[j])
+            records.check_address(data, a, "chunk")
+            out[p, lay.offsets[j]:lay.offsets[j + 1]] = np.frombuffer(data, np.uint8)
+        if lay.base is not None:
+            base_planes, _ = self.top_planes(lay.base, k)
+            nb = min(base_planes.shape[1], lay.n)
+            out[:, :nb] ^= base_planes[:, :nb]
+        return out, lay.layout
+
+
+def _window(base: np.ndarray, base_start: int, a: int, b: int) -> np.ndarray:
+    """Elements [a, b) of a base array that holds elements from ``base_start`` on.
+
+    Rows at the edges of a range read extend beyond it; those elements are
+    decoded against zeros and cut off afterwards, so their value is unused.
+    """
+    lo, hi = a - base_start, b - base_start
+    if lo >= 0 and hi <= base.shape[0]:
+        return base[lo:hi]
+    out = np.zeros(b - a, base.dtype)
+    s, e = max(lo, 0), min(hi, base.shape[0])
+    if s < e:
+        out[s - lo:e - lo] = base[s:e]
+    return out

@@ -1,0 +1,229 @@
+"""Writing one version: dedup, whole-or-delta choice, plane split, chunking, safe write order.
+
+For each tensor: if its content address exists (confirmed byte for byte) it
+is reused; otherwise `pas.delta.select` picks whole storage or a delta
+against a base from `BaseIndex`, the planes are split (delta fused in), cut
+into chunks, deduplicated and compressed in parallel. Chunks are written in
+bulk as they come; the tensor records, manifest and ref are written by
+`commit` in one synced batch, after a store flush (docs/format.md §6).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+import numpy as np
+
+from . import codecs, dtypes, planes, records
+from .delta import select
+from .errors import BadInput, IntegrityError
+from .hashing import digest, digest_parts
+from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
+from .snapshot import Tensor
+
+#: Bytes of new chunks held in memory before they are written in one batch.
+BATCH_BYTES = 64 << 20
+#: Elements read from a candidate base to rank it by bitwise similarity.
+SIMILARITY_ELEMENTS = 1 << 16
+#: Same-shaped tensors of other names considered as bases for one tensor.
+MAX_OTHER_CANDIDATES = 16
+#: Below this similarity (top-16-bit agreement) a same-named base is not
+#: trusted alone, and same-shaped tensors of other names are tried too.
+SAME_NAME_TRUST = 0.5
+
+Progress = Callable[[int], None]
+
+
+def tensor_digest(dtype: str, shape: tuple[int, ...], data: np.ndarray) -> bytes:
+    """A tensor's content digest: dtype and shape are hashed in with the raw bytes."""
+    header = f"{dtype}|{','.join(map(str, shape))}|".encode()
+    return digest_parts(header, memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)))
+
+
+class BaseIndex:
+    """Candidate delta bases for a new version: the tensors of one stored version."""
+
+    def __init__(self, repo, version: Version):
+        self.repo = repo
+        self.version = version
+        self.by_name = {e.name: e for e in version.tensors}
+        self.by_shape: dict[tuple, list[TensorEntry]] = defaultdict(list)
+        for e in version.tensors:
+            self.by_shape[(e.dtype, e.shape)].append(e)
+
+    def candidates(self, t: Tensor, words: np.ndarray) -> list[TensorEntry]:
+        """The same-named tensor when it lines up (same dtype and row shape), and,
+        when that is missing or unlike ``t``, the most similar same-shaped others."""
+        dt = dtypes.get(t.dtype)
+        out = []
+        same = self.by_name.get(t.name)
+        if same is not None and same.dtype == t.dtype and (
+                same.shape == t.shape or (len(same.shape) == len(t.shape) >= 1
+                                          and same.shape[1:] == t.shape[1:])):
+            out.append(same)
+            if self._similarity(same, words, dt) >= SAME_NAME_TRUST:
+                return out
+        others = [e for e in self.by_shape.get((t.dtype, t.shape), []) if e.name != t.name]
+        if others:
+            ranked = sorted(others[:MAX_OTHER_CANDIDATES],
+                            key=lambda e: -self._similarity(e, words, dt))
+            out.extend(ranked[:2])
+        return out
+
+    def _similarity(self, e: TensorEntry, words: np.ndarray, dt: dtypes.DType) -> float:
+        head = self.repo.reader.range_words(e.object, 0, min(SIMILARITY_ELEMENTS, words.shape[0]))
+        return select.similarity(words[:head.shape[0]], head, dt)
+
+
+class VersionWriter:
+    """Collects the objects of one version and writes them in the safe order."""
+
+    def __init__(self, repo, progress: Progress | None = None, bases: BaseIndex | None = None):
+        self.repo = repo
+        self.store = repo.store
+        self.reader = repo.reader
+        self.progress = progress
+        self.bases = bases
+        self.max_depth = int(repo.config.get("delta", {}).get("max_depth", 8))
+        self.ops = tuple(repo.config.get("delta", {}).get("ops", ("xor", "sub")))
+        self.pending: dict[bytes, bytes] = {}   # chunk key -> framed value, not yet written
+        self.pending_bytes = 0
+        self.final: list[tuple[bytes, bytes]] = []
+        self.new_tensors: dict[bytes, np.ndarray] = {}  # tensor key -> its words (this version)
+        self.physical_added = 0
+        self.tensors_reused = self.chunks_written = self.chunks_reused = 0
+        self.deltas: dict[str, int] = defaultdict(int)   # "whole", "xor", "sub" -> count
+
+    # ----------------------------------------------------------------- tensors
+    def add_tensor(self, t: Tensor) -> TensorEntry:
+        dt = dtypes.get(t.dtype)
+        data = dtypes.as_le_contiguous(t.data)
+        if tuple(data.shape) != tuple(t.shape) or data.dtype.itemsize != dt.itemsize:
+            raise BadInput(f"tensor {t.name!r}: data does not match its dtype/shape")
+        words = data.reshape(-1).view(dt.bits_dtype)
+        addr = records.address(tensor_digest(t.dtype, t.shape, data), data.nbytes)
+        for variant in range(256):
+            addr = records.with_variant(addr, variant)
+            key = TENSOR + addr
+            if key in self.new_tensors:
+                if self.new_tensors[key].tobytes() == words.tobytes():
+                    break
+                continue
+            value = self.store.get(key)
+            if value is None:
+                self._store_tensor(t, addr, dt, words)
+                break
+            if self._same_stored_tensor(addr, words):
+                self.tensors_reused += 1
+                break
+        else:
+            raise IntegrityError("too many digest collisions")
+        self.reader.remember(addr, words)   # the next version in a chain deltas against it
+        if self.progress:
+            self.progress(data.nbytes)
+        return TensorEntry(t.name, t.dtype, tuple(t.shape), int(data.nbytes), addr)
+
+    def _same_stored_tensor(self, addr: bytes, words: np.ndarray) -> bool:
+        # Confirm a dedup hit: decode what is stored and compare bytes.
+        try:
+            stored = self.reader.words(addr)
+        except IntegrityError:
+            return False
+        return stored.tobytes() == words.tobytes()
+
+    def _store_tensor(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray) -> None:
+        candidates = []
+        if self.bases is not None:
+            for e in self.bases.candidates(t, words):
+                lay = self.reader.parse(e.object)
+                if lay.depth + 1 > self.max_depth or lay.dtype.name != dt.name:
+                    continue
+                candidates.append((e, self.reader.words(e.object), lay.layout))
+        choice = select.choose(words, dt, candidates, self.ops)
+        rec = {"dtype": dt.name, "shape": list(t.shape), "layout": choice.layout}
+        base_words = None
+        if choice.op is not None:
+            entry = choice.base
+            base_words = next(w for e, w, _ in candidates if e is entry)
+            base_words = select.aligned_base(base_words, words.shape[0])
+            rec["delta"] = {"op": choice.op, "base": entry.object.hex()}
+            rec["depth"] = self.reader.parse(entry.object).depth + 1
+        self.deltas[choice.op or "whole"] += 1
+        plane_buf = planes.split(words, dt, choice.layout, base=base_words, op=choice.op)
+        rec["chunks"] = [self._add_stream(plane_buf[p]) for p in range(plane_buf.shape[0])]
+        value = records.pack_json(rec)
+        key = TENSOR + addr
+        self.final.append((key, value))
+        self.new_tensors[key] = words
+        self.physical_added += len(key) + len(value)
+
+    # ------------------------------------------------------------------ chunks
+    def _add_stream(self, stream: np.ndarray) -> list[str]:
+        cuts = self.repo.chunker.cuts(stream.size)
+        pieces = [stream[off:off + n] for off, n in cuts]
+        addrs = []
+        new: dict[bytes, int] = {}   # key of a piece first seen in this stream -> its index
+        for i, piece in enumerate(pieces):
+            addr, is_new = self._resolve_chunk(records.address(digest(memoryview(piece)), piece.size),
+                                               piece, new, pieces)
+            addrs.append(addr)
+            if is_new:
+                new[CHUNK + addr] = i
+            else:
+                self.chunks_reused += 1
+        compressor = self.repo.compressor
+        todo = list(new.items())
+        if len(todo) > 1:
+            values = list(self.repo.pool.map(lambda kv: codecs.encode_chunk(pieces[kv[1]], compressor), todo))
+        else:
+            values = [codecs.encode_chunk(pieces[i], compressor) for _, i in todo]
+        for (key, _), value in zip(todo, values):
+            self.pending[key] = value
+            self.pending_bytes += len(value)
+            self.physical_added += len(key) + len(value)
+            self.chunks_written += 1
+        if self.pending_bytes >= BATCH_BYTES:
+            self.flush()
+        return [a.hex() for a in addrs]
+
+    def _resolve_chunk(self, addr: bytes, piece: np.ndarray, new: dict[bytes, int],
+                       pieces: list[np.ndarray]) -> tuple[bytes, bool]:
+        """The address this piece is stored under, and whether it still has to be written.
+
+        A digest match is confirmed by comparing bytes: against pieces of this
+        stream not yet encoded, pending chunks, then the store.
+        """
+        raw = piece.tobytes()
+        for variant in range(256):
+            addr = records.with_variant(addr, variant)
+            key = CHUNK + addr
+            if key in new:
+                if pieces[new[key]].tobytes() == raw:
+                    return addr, False
+                continue
+            value = self.pending.get(key)
+            if value is None:
+                value = self.store.get(key)
+            if value is None:
+                return addr, True
+            try:
+                if bytes(codecs.decode_chunk(value, len(raw))) == raw:
+                    return addr, False
+            except IntegrityError:
+                pass  # a damaged stored chunk is not a match; keep looking
+        raise IntegrityError("too many digest collisions")
+
+    # ------------------------------------------------------------------ commit
+    def flush(self) -> None:
+        if self.pending:
+            self.store.put_many(self.pending.items())
+            self.pending.clear()
+            self.pending_bytes = 0
+
+    def commit(self, version_key: bytes, manifest_body: bytes, ref_name: str) -> None:
+        self.flush()
+        self.store.flush()  # chunks durable before the records that name them
+        final = self.final + [(version_key, manifest_body),
+                              (REF + ref_name.encode(), records.pack_ref(version_key[1:]))]
+        self.store.write(final, sync=True)
+        self.physical_added += sum(len(k) + len(v) for k, v in final[len(self.final):])
