@@ -45,15 +45,17 @@ def _delta(v, b, op, width):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _undelta(v, b, op, width):
+def _unsub(v, b, width):
     v, b = uint64(v), uint64(b)
-    if op == 0:
-        return v
-    if op == 1:
-        return v ^ b
     mask = uint64(0xFFFFFFFFFFFFFFFF) >> uint64(64 - width)
     d = (v >> uint64(1)) ^ ((uint64(0) - (v & uint64(1))) & mask)
     return (b + d) & mask
+
+
+# Merge loops are written once per operator: a loop that never reads the base
+# (op 0) stays vectorisable even when the caller passes `out` as the base,
+# and a per-element operator branch would keep LLVM from vectorising the
+# planes-exp permutation (measured: 0.5 vs 3 GB/s).
 
 
 @numba.njit(cache=True, nogil=True)
@@ -74,11 +76,24 @@ def merge2(planes, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint16(1), uint16(15), uint16(m_bits)
     e_mask, m_mask = uint16((1 << e_bits) - 1), uint16((1 << m_bits) - 1)
     p0, p1 = planes[0], planes[1]
-    for i in range(out.shape[0]):
-        v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
-        if rot:
-            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
-        out[i] = _undelta(v, base[i], op, 16)
+    if op == 0:
+        for i in range(out.shape[0]):
+            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = v
+    elif op == 1:
+        for i in range(out.shape[0]):
+            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = uint64(v) ^ uint64(base[i])
+    else:
+        for i in range(out.shape[0]):
+            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = _unsub(v, base[i], 16)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -101,12 +116,27 @@ def merge4(planes, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint32(1), uint32(31), uint32(m_bits)
     e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
     p0, p1, p2, p3 = planes[0], planes[1], planes[2], planes[3]
-    for i in range(out.shape[0]):
-        v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
-             | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
-        if rot:
-            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
-        out[i] = _undelta(v, base[i], op, 32)
+    if op == 0:
+        for i in range(out.shape[0]):
+            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
+                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = v
+    elif op == 1:
+        for i in range(out.shape[0]):
+            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
+                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = uint64(v) ^ uint64(base[i])
+    else:
+        for i in range(out.shape[0]):
+            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
+                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = _unsub(v, base[i], 32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -125,13 +155,30 @@ def split8(words, base, op, out, rot, e_bits, m_bits):
 def merge8(planes, base, op, out, rot, e_bits, m_bits):
     one, top, m = uint64(1), uint64(63), uint64(m_bits)
     e_mask, m_mask = uint64((1 << e_bits) - 1), uint64((1 << m_bits) - 1)
-    for i in range(out.shape[0]):
-        v = uint64(0)
-        for p in range(8):
-            v = (v << uint64(8)) | uint64(planes[p][i])
-        if rot:
-            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
-        out[i] = _undelta(v, base[i], op, 64)
+    if op == 0:
+        for i in range(out.shape[0]):
+            v = uint64(0)
+            for p in range(8):
+                v = (v << uint64(8)) | uint64(planes[p][i])
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = v
+    elif op == 1:
+        for i in range(out.shape[0]):
+            v = uint64(0)
+            for p in range(8):
+                v = (v << uint64(8)) | uint64(planes[p][i])
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = uint64(v) ^ uint64(base[i])
+    else:
+        for i in range(out.shape[0]):
+            v = uint64(0)
+            for p in range(8):
+                v = (v << uint64(8)) | uint64(planes[p][i])
+            if rot:
+                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            out[i] = _unsub(v, base[i], 64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -144,8 +191,15 @@ def split1(words, base, op, out, rot, e_bits, m_bits):
 @numba.njit(cache=True, nogil=True)
 def merge1(planes, base, op, out, rot, e_bits, m_bits):
     p0 = planes[0]
-    for i in range(out.shape[0]):
-        out[i] = _undelta(p0[i], base[i], op, 8)
+    if op == 0:
+        for i in range(out.shape[0]):
+            out[i] = p0[i]
+    elif op == 1:
+        for i in range(out.shape[0]):
+            out[i] = p0[i] ^ base[i]
+    else:
+        for i in range(out.shape[0]):
+            out[i] = _unsub(p0[i], base[i], 8)
 
 
 KERNELS = {1: (split1, merge1), 2: (split2, merge2), 4: (split4, merge4), 8: (split8, merge8)}

@@ -169,44 +169,66 @@ def get_codec(config: dict[str, Any]) -> Codec:
     return cls(**cfg)
 
 
-# --- chunk framing ------------------------------------------------------------
-# A stored chunk is: version byte, 1-byte length of the codec's compact JSON
-# config, the config, the payload, then an 8-byte xxh3-64 of all before it.
-# The check catches every damaged stored byte, even one that still decodes to
-# the right data (a codec level digit); the chunk's key carries the hash and
-# length of the *decoded* bytes, checked after decoding.
-CHUNK_VERSION = 1
+# --- framing -------------------------------------------------------------------
+# A frame is one encoded byte stream: a one-byte codec tag, the payload, and
+# (for stand-alone chunk objects) an 8-byte xxh3-64 of all before it. The
+# built-in codecs' decoders need no parameters (zstd and blosc2 frames
+# describe themselves), so the tag alone says how to decode; any other
+# registered codec is written as tag 255, a 1-byte length and its JSON config.
+# The check catches every damaged stored byte, even one that would still
+# decode to the right data; content addresses are checked after decoding.
+TAG_JSON = 255
 RAW = Raw()
 CONSTANT = Constant()
 _config_cache: dict[bytes, Codec] = {}
 
 
-def frame(codec: Codec, payload: bytes) -> bytes:
-    cfg = json.dumps(codec.get_config(), separators=(",", ":"), sort_keys=True).encode()
-    if len(cfg) > 255:
-        raise ValueError("codec config too long for a chunk header")
-    head = bytes((CHUNK_VERSION, len(cfg))) + cfg
+def _tag(codec: Codec) -> int:
+    return _TAGS.get(type(codec), TAG_JSON)
+
+
+def frame(codec: Codec, payload: bytes, checked: bool = True) -> bytes:
+    tag = _tag(codec)
+    if tag == TAG_JSON:
+        cfg = json.dumps(codec.get_config(), separators=(",", ":"), sort_keys=True).encode()
+        if len(cfg) > 255:
+            raise ValueError("codec config too long for a frame header")
+        head = bytes((TAG_JSON, len(cfg))) + cfg
+    else:
+        head = bytes((tag,))
+    if not checked:
+        return head + payload
     return b"".join((head, payload, checksum64_parts(head, payload)))
 
 
-def unframe(value: bytes) -> tuple[Codec, memoryview]:
+def unframe(value, checked: bool = True) -> tuple[Codec, memoryview]:
     view = memoryview(value)
-    if len(view) < 10 or checksum64(view[:-8]) != view[-8:]:
-        raise IntegrityError("chunk is damaged (checksum mismatch)")
-    view = view[:-8]
-    if view[0] != CHUNK_VERSION:
-        raise IntegrityError(f"chunk format version {view[0]} is unknown")
-    n = view[1]
+    if checked:
+        if len(view) < 9 or checksum64(view[:-8]) != view[-8:]:
+            raise IntegrityError("chunk is damaged (checksum mismatch)")
+        view = view[:-8]
+    if len(view) < 1:
+        raise IntegrityError("frame is empty")
+    tag = view[0]
+    if tag != TAG_JSON:
+        codec = _BY_TAG.get(tag)
+        if codec is None:
+            raise IntegrityError(f"frame has an unknown codec tag {tag}")
+        return codec, view[1:]
+    n = view[1] if len(view) > 1 else 0
     cfg = bytes(view[2:2 + n])
     codec = _config_cache.get(cfg)
     if codec is None:
         try:
             codec = get_codec(json.loads(cfg))
         except (ValueError, TypeError, UnsupportedFormat) as exc:
-            raise IntegrityError(f"chunk codec config is damaged or unknown: {exc}") from None
+            raise IntegrityError(f"frame codec config is damaged or unknown: {exc}") from None
         _config_cache[cfg] = codec
     return codec, view[2 + n:]
 
+
+_TAGS = {Raw: 0, Constant: 1, Zstd: 2, Blosc2: 3}
+_BY_TAG = {0: RAW, 1: CONSTANT, 2: Zstd(), 3: Blosc2()}
 
 #: A big chunk whose first PROBE_BYTES do not shrink below PROBE_RAW_ABOVE is
 #: stored raw without compressing the rest: the low mantissa planes of
@@ -215,22 +237,28 @@ PROBE_BYTES = 1 << 16
 PROBE_RAW_ABOVE = 0.99
 
 
-def encode_chunk(data: np.ndarray, compressor: Codec, raw_above: float = 0.95) -> bytes:
-    """Frame ``data`` (a uint8 array) with the cheapest of const / raw / compressor."""
+def encode(data: np.ndarray, compressor: Codec, raw_above: float = 0.95) -> tuple[Codec, bytes]:
+    """The cheapest of const / raw / compressor for ``data`` (a uint8 array), and its payload."""
     if data.size and data[0] == data[-1] and not np.any(data != data[0]):
-        return frame(CONSTANT, bytes(data[:1]))
+        return CONSTANT, bytes(data[:1])
     if data.size >= 4 * PROBE_BYTES:
         probe = compressor.encode(memoryview(data[:PROBE_BYTES]))
         if len(probe) > PROBE_RAW_ABOVE * PROBE_BYTES:
-            return frame(RAW, data.tobytes())
+            return RAW, data.tobytes()
     payload = compressor.encode(memoryview(data))
     if len(payload) > raw_above * data.size:
-        return frame(RAW, data.tobytes())
-    return frame(compressor, payload)
+        return RAW, data.tobytes()
+    return compressor, payload
 
 
-def decode_chunk(value: bytes, size: int) -> bytes | bytearray | memoryview:
-    codec, payload = unframe(value)
+def encode_chunk(data: np.ndarray, compressor: Codec, checked: bool = True) -> bytes:
+    """``data`` encoded and framed (a stand-alone chunk object when ``checked``)."""
+    codec, payload = encode(data, compressor)
+    return frame(codec, payload, checked)
+
+
+def decode_chunk(value, size: int, checked: bool = True) -> bytes | bytearray | memoryview:
+    codec, payload = unframe(value, checked)
     out = codec.decode(payload, size)
     if len(out) != size:
         raise IntegrityError(f"chunk decoded to {len(out)} bytes, expected {size}")

@@ -9,6 +9,9 @@ does a read of the top K planes.
 """
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -25,22 +28,38 @@ BASE_CACHE_BYTES = 1 << 30
 
 
 class _Layout:
-    """The parsed, checked shape of one tensor record."""
+    """The parsed, checked shape of one tensor record.
 
-    def __init__(self, rec: dict):
+    Big tensors name one list of chunk addresses per plane (``chunks``);
+    small ones carry their plane frames inline in the record (``inline``:
+    the frame lengths), which saves a key, a frame check and a read per
+    plane on the many small tensors (biases, norms) of a model.
+    """
+
+    def __init__(self, rec: dict, payload: memoryview | bytes = b""):
         self.rec = rec
         self.dtype = dtypes.get(rec["dtype"])
         self.shape = tuple(rec["shape"])
-        self.n = int(np.prod(self.shape, dtype=np.int64))
+        self.n = math.prod(self.shape)
         self.layout = rec["layout"]
+        self.inline = None
+        if "inline" in rec:
+            sizes = [int(x) for x in rec["inline"]]
+            if len(sizes) != self.dtype.itemsize or sum(sizes) != len(payload):
+                raise IntegrityError("tensor record's inline frames do not add up")
+            bounds = [0, *itertools.accumulate(sizes)]
+            self.inline = [payload[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+            rec = dict(rec, chunks=[[]] * len(sizes))
         self.addrs = [[bytes.fromhex(h) for h in plane] for plane in rec["chunks"]]
         if len(self.addrs) != self.dtype.itemsize:
             raise IntegrityError("tensor record has the wrong number of planes")
-        lengths = [[records.address_length(a) for a in plane] for plane in self.addrs]
-        if any(sum(ls) != self.n for ls in lengths) or any(ls != lengths[0] for ls in lengths):
+        lengths = [[int.from_bytes(a[16:24], "big") for a in plane] for plane in self.addrs]
+        if self.inline is not None:
+            lengths = [[self.n]] * len(lengths)
+        if any(ls != lengths[0] for ls in lengths) or sum(lengths[0]) != self.n:
             raise IntegrityError("tensor record's chunks do not cover the tensor row by row")
         self.lengths = lengths[0]
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)]).astype(np.int64)
+        self.offsets = [0, *itertools.accumulate(self.lengths)]
         d = rec.get("delta")
         self.op = d["op"] if d else None
         self.base = bytes.fromhex(d["base"]) if d else None
@@ -52,8 +71,10 @@ class _Layout:
         """Indexes of the chunk rows that overlap elements [start, stop)."""
         if start >= stop:
             return range(0)
-        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        last = int(np.searchsorted(self.offsets, stop, side="left"))
+        if start == 0 and stop == self.n:
+            return range(len(self.lengths))
+        first = bisect.bisect_right(self.offsets, start) - 1
+        last = bisect.bisect_left(self.offsets, stop)
         return range(max(first, 0), min(last, len(self.lengths)))
 
 
@@ -65,19 +86,33 @@ class TensorReader:
         self._cache_bytes = cache_bytes
         self._cached = 0
         self._lock = threading.Lock()
+        self._parsed: dict[bytes, _Layout] = {}
 
     # ----------------------------------------------------------------- records
     def record(self, addr: bytes) -> dict:
-        value = self.store.get(TENSOR + addr)
-        if value is None:
-            raise IntegrityError(f"tensor record {addr.hex()[:16]} is missing")
-        return records.unpack_json(value, f"tensor record {addr.hex()[:16]}")
+        return self.parse(addr).rec
 
-    def parse(self, addr: bytes, rec: dict | None = None) -> _Layout:
-        try:
-            return _Layout(rec if rec is not None else self.record(addr))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: {exc}") from None
+    def prefetch(self, addrs: list[bytes]) -> None:
+        """Read and parse many records in one batch (a whole version's)."""
+        todo = [a for a in addrs if a not in self._parsed]
+        for a, value in zip(todo, self.store.get_many([TENSOR + a for a in todo])):
+            if value is not None:
+                self.parse(a, value)
+
+    def parse(self, addr: bytes, value: bytes | None = None) -> _Layout:
+        """The parsed record (cached: records are immutable, and delta chains re-read them)."""
+        lay = self._parsed.get(addr)
+        if lay is not None:
+            return lay
+        if value is None:
+            value = self.store.get(TENSOR + addr)
+            if value is None:
+                raise IntegrityError(f"tensor record {addr.hex()[:16]} is missing")
+        lay = parse_record(addr, value)
+        if len(self._parsed) > 100_000:
+            self._parsed.clear()
+        self._parsed[addr] = lay
+        return lay
 
     # ------------------------------------------------------------------- cache
     def cached(self, addr: bytes) -> np.ndarray | None:
@@ -104,6 +139,7 @@ class TensorReader:
         with self._lock:
             self._cache.clear()
             self._cached = 0
+            self._parsed.clear()
 
     # ------------------------------------------------------------------ decode
     def words(self, addr: bytes, parallel: bool = True, verify_chunks: bool = False) -> np.ndarray:
@@ -155,22 +191,16 @@ class TensorReader:
         rows = lay.rows(start, stop)
         row_start = int(lay.offsets[rows.start]) if rows else start
         row_stop = int(lay.offsets[rows.stop]) if rows else start
-        keys = [CHUNK + lay.addrs[p][j] for p in range(dt.itemsize) for j in rows]
-        values = self.store.get_many(keys)
+        values = []
+        if lay.inline is None:
+            values = self.store.get_many([CHUNK + lay.addrs[p][j] for p in range(dt.itemsize) for j in rows])
         out = np.empty(row_stop - row_start, dt.bits_dtype)
         nrows = len(rows)
 
         def row(i: int) -> None:
             j = rows[i]
-            pieces = []
-            for p in range(dt.itemsize):
-                addr, value = lay.addrs[p][j], values[p * nrows + i]
-                if value is None:
-                    raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
-                data = codecs.decode_chunk(value, lay.lengths[j])
-                if verify_chunks:
-                    records.check_address(data, addr, "chunk")
-                pieces.append(np.frombuffer(data, np.uint8))
+            pieces = [np.frombuffer(self._plane_piece(lay, p, j, values, i, nrows, verify_chunks), np.uint8)
+                      for p in range(dt.itemsize)]
             a, b = int(lay.offsets[j]) - row_start, int(lay.offsets[j + 1]) - row_start
             row_base = None
             if base is not None:
@@ -184,6 +214,20 @@ class TensorReader:
             for i in range(nrows):
                 row(i)
         return out[start - row_start: stop - row_start]
+
+    @staticmethod
+    def _plane_piece(lay: _Layout, p: int, j: int, values: list, i: int, nrows: int,
+                     verify_chunks: bool):
+        """Decoded bytes of plane p in chunk row j (``values``: the fetched chunks, row-major by plane)."""
+        if lay.inline is not None:
+            return codecs.decode_chunk(lay.inline[p], lay.n, checked=False)
+        addr, value = lay.addrs[p][j], values[p * nrows + i]
+        if value is None:
+            raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
+        data = codecs.decode_chunk(value, lay.lengths[j])
+        if verify_chunks:
+            records.check_address(data, addr, "chunk")
+        return data
 
     # ------------------------------------------------------------- top planes
     def top_planes(self, addr: bytes, k: int) -> tuple[np.ndarray, str]:
@@ -200,21 +244,29 @@ class TensorReader:
             if lay.op != "xor" or base_lay.layout != lay.layout:
                 words = self.words(addr, verify_chunks=True)
                 return planes.split(words, lay.dtype, lay.layout)[:k], lay.layout
-        keys = [lay.addrs[p][j] for p in range(k) for j in range(len(lay.lengths))]
-        values = self.store.get_many([CHUNK + a for a in keys])
+        nrows = len(lay.lengths)
+        values = []
+        if lay.inline is None:
+            values = self.store.get_many([CHUNK + lay.addrs[p][j] for p in range(k) for j in range(nrows)])
         out = np.empty((k, lay.n), np.uint8)
-        for i, (a, value) in enumerate(zip(keys, values)):
-            p, j = divmod(i, len(lay.lengths))
-            if value is None:
-                raise IntegrityError(f"chunk {a.hex()[:16]} is missing")
-            data = codecs.decode_chunk(value, lay.lengths[j])
-            records.check_address(data, a, "chunk")
-            out[p, lay.offsets[j]:lay.offsets[j + 1]] = np.frombuffer(data, np.uint8)
+        for p in range(k):
+            for j in range(nrows):
+                data = self._plane_piece(lay, p, j, values, j, nrows, verify_chunks=True)
+                out[p, lay.offsets[j]:lay.offsets[j + 1]] = np.frombuffer(data, np.uint8)
         if lay.base is not None:
             base_planes, _ = self.top_planes(lay.base, k)
             nb = min(base_planes.shape[1], lay.n)
             out[:, :nb] ^= base_planes[:, :nb]
         return out, lay.layout
+
+
+def parse_record(addr: bytes, value: bytes) -> _Layout:
+    """Check and parse one stored tensor record (no cache)."""
+    rec, payload = records.unpack_tensor_record(value, f"tensor record {addr.hex()[:16]}")
+    try:
+        return _Layout(rec, payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: {exc}") from None
 
 
 def _window(base: np.ndarray, base_start: int, a: int, b: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
 from .hashing import digest
 from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
 from .snapshot import Snapshot, Tensor
-from .reader import TensorReader
+from .reader import TensorReader, parse_record
 from .stores.base import Store
 from .writer import BaseIndex, VersionWriter, tensor_digest
 
@@ -44,6 +44,8 @@ DEFAULT_CONFIG = {
 }
 
 Progress = Callable[[int], None]  # called with the number of logical bytes just processed
+#: Tensors at least this big are decoded on the thread pool.
+PARALLEL_MIN_BYTES = 256 << 10
 
 
 def _now() -> str:
@@ -416,19 +418,7 @@ class Repository:
         src = v.manifest["source"]
         snap = Snapshot(metadata=dict(src.get("metadata", {})), format=src["format"],
                         layout=src.get("layout", {}))
-        # Tensors decode in parallel (zstd, the Numba merge and hashing release
-        # the GIL); a lone big tensor parallelises over its chunks instead.
-        if len(entries) > 1:
-            def read(e: TensorEntry) -> np.ndarray:
-                data = self.read_entry(e, parallel=False)
-                if progress:
-                    progress(e.nbytes)
-                return data
-            datas = list(self.pool.map(read, entries))
-        else:
-            datas = [self.read_entry(e) for e in entries]
-            if progress and entries:
-                progress(entries[0].nbytes)
+        datas = self._read_entries(entries, progress)
         for e, data in zip(entries, datas):
             snap.add(Tensor(e.name, e.dtype, e.shape, data))
         if files and names is None:
@@ -436,6 +426,27 @@ class Repository:
                 snap.files[f.name] = self.read_entry(f).tobytes()
         self.reader.clear_cache()  # decoded bases are shared within one retrieve only
         return snap
+
+    def _read_entries(self, entries: list[TensorEntry], progress: Progress | None) -> list[np.ndarray]:
+        """Decode many tensors: records in one batch read; big tensors on the
+        pool (zstd, the Numba merge and hashing release the GIL), small ones
+        here, where a thread hand-off would cost more than the work."""
+        self.reader.prefetch([e.object for e in entries])
+        out: list = [None] * len(entries)
+        big = [i for i, e in enumerate(entries) if e.nbytes >= PARALLEL_MIN_BYTES]
+
+        def read(i: int, parallel: bool) -> None:
+            out[i] = self.read_entry(entries[i], parallel=parallel)
+            if progress:
+                progress(entries[i].nbytes)
+
+        futures = [self.pool.submit(read, i, False) for i in big] if len(big) > 1 else []
+        for i, e in enumerate(entries):
+            if not futures or e.nbytes < PARALLEL_MIN_BYTES:
+                read(i, parallel=True)
+        for f in futures:
+            f.result()
+        return out
 
     def read_entry(self, entry: TensorEntry, parallel: bool = True) -> np.ndarray:
         """One tensor's data, checked against its content address.
@@ -495,7 +506,9 @@ class Repository:
             addr = key[1:]
             rep.tensors += 1
             try:
-                lay = self.reader.parse(addr, records.unpack_json(value, f"tensor record {addr.hex()[:16]}"))
+                lay = parse_record(addr, value)
+                for p, frame in enumerate(lay.inline or ()):
+                    codecs.decode_chunk(frame, lay.n, checked=False)
                 for plane in lay.addrs:
                     for a in plane:
                         if a in bad_chunks or not self.store.exists(CHUNK + a):

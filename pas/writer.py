@@ -23,6 +23,9 @@ from .snapshot import Tensor
 
 #: Bytes of new chunks held in memory before they are written in one batch.
 BATCH_BYTES = 64 << 20
+#: Tensors up to this size keep their plane frames inside their record
+#: (one object instead of a record plus one chunk per plane).
+INLINE_MAX = 256 << 10
 #: Elements read from a candidate base to rank it by bitwise similarity.
 SIMILARITY_ELEMENTS = 1 << 16
 #: Same-shaped tensors of other names considered as bases for one tensor.
@@ -61,7 +64,10 @@ class BaseIndex:
                 same.shape == t.shape or (len(same.shape) == len(t.shape) >= 1
                                           and same.shape[1:] == t.shape[1:])):
             out.append(same)
-            if self._similarity(same, words, dt) >= SAME_NAME_TRUST:
+            # The same-named base is decoded whole anyway if chosen: judge it on all of it.
+            base = self.repo.reader.words(same.object)
+            self.repo.reader.remember(same.object, base)
+            if select.similarity(words, base, dt) >= SAME_NAME_TRUST:
                 return out
         others = [e for e in self.by_shape.get((t.dtype, t.shape), []) if e.name != t.name]
         if others:
@@ -150,8 +156,17 @@ class VersionWriter:
             rec["depth"] = self.reader.parse(entry.object).depth + 1
         self.deltas[choice.op or "whole"] += 1
         plane_buf = planes.split(words, dt, choice.layout, base=base_words, op=choice.op)
-        rec["chunks"] = [self._add_stream(plane_buf[p]) for p in range(plane_buf.shape[0])]
-        value = records.pack_json(rec)
+        compressor = self.repo.compressor
+        rec["codec"] = compressor.get_config()
+        payload = b""
+        if words.nbytes <= INLINE_MAX:
+            frames = [codecs.encode_chunk(plane_buf[p], compressor, checked=False)
+                      for p in range(plane_buf.shape[0])]
+            rec["inline"] = [len(f) for f in frames]
+            payload = b"".join(frames)
+        else:
+            rec["chunks"] = [self._add_stream(plane_buf[p]) for p in range(plane_buf.shape[0])]
+        value = records.pack_tensor_record(rec, payload)
         key = TENSOR + addr
         self.final.append((key, value))
         self.new_tensors[key] = words

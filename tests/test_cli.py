@@ -225,7 +225,7 @@ def test_verify_ok(built):
     path, ids = built
     rep, human = parallel(lambda: pas_json("-R", path, "verify"), lambda: pas("-R", path, "verify").stdout)
     assert rep["ok"] is True and rep["versions"] == 2 and rep["errors"] == []
-    assert rep["chunks"] > 0 and rep["damaged_versions"] == [] and rep["damaged_refs"] == []
+    assert rep["tensors"] > 0 and rep["damaged_versions"] == [] and rep["damaged_refs"] == []
     assert "ok" in human
 
 
