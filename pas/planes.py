@@ -31,7 +31,7 @@ LAYOUTS = ("planes", "planes-exp")
 # than it saves, and a CLI call on a small model must stay fast. Once the
 # kernels are loaded anyway, they serve every tensor above a few KiB.
 NUMBA_MIN_ELEMENTS = 1 << 18
-NUMBA_LOADED_MIN_ELEMENTS = 1 << 12
+NUMBA_LOADED_MIN_ELEMENTS = 0
 
 def _kernels(k: int):
     from ._plane_kernels import KERNELS

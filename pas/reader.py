@@ -283,3 +283,64 @@ def _window(base: np.ndarray, base_start: int, a: int, b: int) -> np.ndarray:
     if s < e:
         out[s - lo:e - lo] = base[s:e]
     return out
+
+
+
+def bounds(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bit patterns of elements known only by their top planes, with the
+    missing low bytes all zeros and all ones (in the layout's bit order, then
+    mapped back to the element's own)."""
+    k = top.shape[0]
+    full = np.zeros((dt.itemsize, n), np.uint8)
+    full[:k] = top
+    zeros = planes.merge(full, dt, layout)
+    full[k:] = 0xFF
+    ones = planes.merge(full, dt, layout)
+    return zeros, ones
+
+
+def float_values(bits: np.ndarray, dt: dtypes.DType) -> np.ndarray:
+    """Bit patterns as numpy floats (BF16 widened exactly to float32)."""
+    if dt.name == "BF16":
+        return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    if dt.name in ("F16", "F32", "F64"):
+        return bits.view(dt.np_dtype)
+    raise ValueError(f"value intervals need a float dtype numpy can compute with, not {dt.name}")
+
+
+def interval(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi] of every element's value, knowing its top planes (F16/F32/F64/BF16).
+
+    Filling the missing bits with zeros and with ones gives the ends of the
+    magnitude range; for negative numbers they swap, and when the sign bit
+    itself is missing (planes-exp with one plane) the range is symmetric
+    about zero. So lo <= true value <= hi for every element that is not NaN;
+    an element whose exponent is all ones (inf or NaN) gets [v, v] with v its
+    zero-filled value, or [-inf, inf] when its sign is missing.
+    """
+    a, b = (float_values(x, dt) for x in bounds(top, dt, layout, n))
+    with np.errstate(invalid="ignore"):
+        sign_known = np.signbit(a) == np.signbit(b)
+        mag = np.fmax(np.abs(a), np.abs(b))
+        lo = np.where(sign_known, np.fmin(a, b), -mag)
+        hi = np.where(sign_known, np.fmax(a, b), mag)
+        special = ~np.isfinite(a) | ~np.isfinite(b)
+        lo = np.where(special, np.where(sign_known, a, -np.inf), lo)
+        hi = np.where(special, np.where(sign_known, a, np.inf), hi)
+    return lo.astype(a.dtype), hi.astype(a.dtype)
+
+
+def midpoint(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> np.ndarray:
+    """Elements rebuilt from their top planes, the missing part set to the middle
+    of its interval: the value midpoint for floats, the bit midpoint otherwise."""
+    if dt.name in ("F16", "F32", "F64", "BF16"):
+        lo, hi = interval(top, dt, layout, n)
+        with np.errstate(invalid="ignore", over="ignore"):
+            mid = np.where(lo == hi, lo, (lo.astype(np.float64) / 2 + hi.astype(np.float64) / 2).astype(lo.dtype))
+            mid = np.where(np.isinf(lo) & np.isinf(hi) & (lo != hi), 0, mid)
+        mid = np.where(np.isnan(lo), lo, mid)   # keep NaN payload bits of the zero-filled end
+        if dt.name == "BF16":   # truncating the float32 midpoint keeps it inside [lo, hi]
+            return (mid.astype(np.float32).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        return mid.astype(dt.np_dtype).view(dt.bits_dtype)
+    zeros, ones = bounds(top, dt, layout, n)
+    return zeros + ((ones - zeros) >> np.array(1, zeros.dtype))

@@ -28,6 +28,7 @@ from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
 from .hashing import digest
 from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
 from .snapshot import Snapshot, Tensor
+from . import reader as reader_mod
 from .reader import TensorReader, parse_record
 from .stores.base import Store
 from .writer import BaseIndex, VersionWriter, tensor_digest
@@ -68,6 +69,7 @@ class ArchiveResult:
     chunks_written: int
     chunks_reused: int
     seconds: float
+    message: str = ""
     encodings: dict = field(default_factory=dict)   # "whole" / "xor" / "sub" -> tensors
     delta_source: str | None = None                 # version deltas were taken from, if not the parent
 
@@ -327,7 +329,7 @@ class Repository:
             logical_bytes=snapshot.nbytes, physical_added=w.physical_added,
             tensors=len(entries) + len(files), tensors_reused=w.tensors_reused,
             chunks_written=w.chunks_written, chunks_reused=w.chunks_reused,
-            seconds=time.perf_counter() - started, encodings=dict(w.deltas),
+            seconds=time.perf_counter() - started, message=message, encodings=dict(w.deltas),
             delta_source=manifest.get("delta_source"))
 
     def archive_series(self, sources: list, name: str, parent: str | None = None,
@@ -343,7 +345,7 @@ class Repository:
         try:
             for i, src in enumerate(sources):
                 snap = formats.read(src, format)
-                msg = message or f"{Path(src).name}"
+                msg = message if len(sources) == 1 else (message + " " if message else "") + Path(src).name
                 results.append(self.archive_snapshot(snap, name, parent=parent if i == 0 else None,
                                                      message=msg, progress=progress, keep_bases=True))
         finally:
@@ -404,8 +406,15 @@ class Repository:
 
     # ----------------------------------------------------------------- retrieve
     def retrieve(self, ref: str | bytes, names: Iterable[str] | None = None,
-                 files: bool = True, progress: Progress | None = None) -> Snapshot:
-        """The snapshot of a version (only ``names`` if given), every byte verified."""
+                 files: bool = True, progress: Progress | None = None,
+                 top_bytes: int | None = None) -> Snapshot:
+        """The snapshot of a version (only ``names`` if given), every byte verified.
+
+        With ``top_bytes`` K, every tensor of more than K bytes per element is
+        rebuilt from its top K planes only (see `read_approx`): lossy, and
+        not checked against the content address (the low bytes are not read);
+        the snapshot's metadata then records ``pas.approx_bytes``.
+        """
         v = self.version(ref)
         entries = v.tensors
         if names is not None:
@@ -418,7 +427,14 @@ class Repository:
         src = v.manifest["source"]
         snap = Snapshot(metadata=dict(src.get("metadata", {})), format=src["format"],
                         layout=src.get("layout", {}))
-        datas = self._read_entries(entries, progress)
+        if top_bytes is not None:
+            if top_bytes < 1:
+                raise BadInput("--bytes must be at least 1")
+            datas = [self.read_approx(e, top_bytes) if dtypes.get(e.dtype).itemsize > top_bytes
+                     else self.read_entry(e) for e in entries]
+            snap.metadata["pas.approx_bytes"] = str(top_bytes)
+        else:
+            datas = self._read_entries(entries, progress)
         for e, data in zip(entries, datas):
             snap.add(Tensor(e.name, e.dtype, e.shape, data))
         if files and names is None:
@@ -482,6 +498,23 @@ class Repository:
     def read_planes(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, str]:
         """The top ``k`` byte planes of a tensor (reads only their chunks where it can) and its layout."""
         return self.reader.top_planes(entry.object, k)
+
+    def read_approx(self, entry: TensorEntry, k: int) -> np.ndarray:
+        """A tensor rebuilt from its top ``k`` bytes per element (progressive retrieval).
+
+        Reads only the top k planes' chunks (for whole tensors and XOR chains);
+        each element's missing low part is set to the middle of its interval.
+        """
+        top, layout = self.read_planes(entry, k)
+        dt = dtypes.get(entry.dtype)
+        words = reader_mod.midpoint(top, dt, layout, top.shape[1])
+        return words.view(dt.np_dtype).reshape(entry.shape)
+
+    def read_interval(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact [lo, hi] bounds of every element of a float tensor from its top ``k`` bytes."""
+        top, layout = self.read_planes(entry, k)
+        lo, hi = reader_mod.interval(top, dtypes.get(entry.dtype), layout, top.shape[1])
+        return lo.reshape(entry.shape), hi.reshape(entry.shape)
 
     # ------------------------------------------------------------------- verify
     def verify(self, progress: Progress | None = None) -> VerifyReport:

@@ -25,7 +25,7 @@ from .snapshot import Tensor
 BATCH_BYTES = 64 << 20
 #: Tensors up to this size keep their plane frames inside their record
 #: (one object instead of a record plus one chunk per plane).
-INLINE_MAX = 256 << 10
+INLINE_MAX = 1 << 20
 #: Elements read from a candidate base to rank it by bitwise similarity.
 SIMILARITY_ELEMENTS = 1 << 16
 #: Same-shaped tensors of other names considered as bases for one tensor.

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import PasError
+from ..errors import NotFound, PasError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="pas: Parameter Archival Storage for neural-network weights.",
@@ -83,24 +83,44 @@ def init(path: Path = typer.Argument(Path("."), help="Where to create the reposi
 
 
 @app.command()
-def archive(src: Path = typer.Argument(..., help="A safetensors/.pt/.bin/.npz file or a Hugging Face folder."),
+def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.npz files, a Hugging Face folder, "
+                                              "or a folder of checkpoints (archived in order as a chain)."),
             name: str = typer.Option(..., "--name", "-n", help="Ref to move to the new version."),
             parent: Optional[str] = typer.Option(None, "--parent", "-p", help="Parent version (default: the current version of NAME)."),
             message: str = typer.Option("", "--message", "-m"),
             fmt: Optional[str] = typer.Option(None, "--format", help="Input format (default: detected)."),
             as_json: bool = JsonOpt):
-    """Archive SRC as a new immutable version and move the ref NAME to it."""
-    from .. import formats
-    snapshot = formats.read(src, fmt)
-    with _open(write=True) as repo, _progress(snapshot.nbytes, f"archive {src.name}") as cb:
-        res = repo.archive_snapshot(snapshot, name, parent=parent, message=message, progress=cb)
+    """Archive SRC as a new immutable version and move the ref NAME to it.
 
-    def human(r):
-        ratio = f"{res.ratio:.2f}x" if res.physical_added else "inf"
-        typer.echo(f"{r['name']} -> {r['version_id'][:12]}  ({r['tensors']} tensors, {r['tensors_reused']} reused)")
-        typer.echo(f"logical {_mb(r['logical_bytes'])}, physical added {_mb(r['physical_added'])}, "
-                   f"ratio {ratio}, {r['logical_bytes'] / 1e6 / max(r['seconds'], 1e-9):,.0f} MB/s")
-    _emit(res.to_json(), as_json, human)
+    Several SRC, or one folder of checkpoints, become a chain of versions,
+    each the parent of the next; NAME ends on the last.
+    """
+    import os
+
+    from .. import formats
+    sources = list(src)
+    if len(sources) == 1:
+        sources = formats.checkpoint_series(sources[0]) or sources
+    for s in sources:
+        if not s.exists():
+            raise NotFound(f"{s}: no such file or directory")
+    total = sum(s.stat().st_size if s.is_file() else
+                sum(f.stat().st_size for f in s.rglob("*") if f.is_file()) for s in sources)
+    with _open(write=True) as repo, _progress(total, f"archive {sources[0].name}"
+                                              + (f" (+{len(sources) - 1})" if len(sources) > 1 else "")) as cb:
+        results = repo.archive_series([os.fspath(s) for s in sources], name, parent=parent,
+                                      message=message, format=fmt, progress=cb)
+
+    def human(rows):
+        for r in rows:
+            ratio = f"{r['logical_bytes'] / r['physical_added']:.2f}x" if r["physical_added"] else "inf"
+            enc = ", ".join(f"{k} {v}" for k, v in sorted(r["encodings"].items()))
+            typer.echo(f"{r['name']} -> {r['version_id'][:12]}  {r['message'] or ''}  ({r['tensors']} tensors, "
+                       f"{r['tensors_reused']} reused; {enc})")
+            typer.echo(f"  logical {_mb(r['logical_bytes'])}, physical added {_mb(r['physical_added'])}, "
+                       f"ratio {ratio}, {r['logical_bytes'] / 1e6 / max(r['seconds'], 1e-9):,.0f} MB/s")
+    rows = [r.to_json() for r in results]
+    _emit(rows[0] if len(rows) == 1 else rows, as_json, lambda x: human(rows))
 
 
 @app.command()
@@ -108,8 +128,9 @@ def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix
              out: Path = typer.Option(..., "--out", "-o", help="Output file or folder."),
              fmt: Optional[str] = typer.Option(None, "--format", "-f", help="safetensors | pt | npz | hf (default: the archived format)."),
              tensor: Optional[List[str]] = typer.Option(None, "--tensor", "-t", help="Only these tensors (repeatable)."),
+             top_bytes: Optional[int] = typer.Option(None, "--bytes", "-k", help="Approximate: rebuild each element from its top K bytes only (reads only those planes)."),
              as_json: bool = JsonOpt):
-    """Write version REF back out, every byte verified."""
+    """Write version REF back out, every byte verified (or approximated with --bytes)."""
     import time
 
     from .. import formats
@@ -118,7 +139,7 @@ def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix
         v = repo.version(ref)
         total = sum(e.nbytes for e in v.tensors)
         with _progress(total, f"retrieve {v.short}") as cb:
-            snap = repo.retrieve(v.id, names=tensor or None, progress=cb)
+            snap = repo.retrieve(v.id, names=tensor or None, progress=cb, top_bytes=top_bytes)
     formats.write(snap, out, fmt)
     info = {"version_id": v.hex, "out": str(out), "format": fmt or snap.format,
             "tensors": len(snap.tensors), "bytes": snap.nbytes, "seconds": time.perf_counter() - t0}

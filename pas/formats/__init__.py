@@ -23,7 +23,30 @@ FORMATS = ("safetensors", "pt", "npz", "hf")
 _MODULES = {"safetensors": safetensors, "pt": pytorch, "npz": npz, "hf": hf}
 _PT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
-__all__ = ["FORMATS", "detect", "read", "write"]
+__all__ = ["FORMATS", "detect", "read", "write", "checkpoint_series"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".npz", *_PT_SUFFIXES)
+_HF_MARKERS = ("config.json", "model.safetensors", "pytorch_model.bin",
+               "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def checkpoint_series(path: str | os.PathLike) -> list[Path] | None:
+    """The checkpoint files of a training-run folder, in natural order, or None.
+
+    A folder is a series (not a Hugging Face model folder) when it has no HF
+    marker file and holds two or more weight files directly; ``epoch10``
+    sorts after ``epoch9``.
+    """
+    import re
+    p = Path(path)
+    if not p.is_dir() or any((p / m).exists() for m in _HF_MARKERS):
+        return None
+    files = [f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(_WEIGHT_SUFFIXES)]
+    if len(files) < 2:
+        return None
+    def natural(f: Path):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)]
+    return sorted(files, key=natural)
 
 
 def _check_format(fmt: object) -> str:
