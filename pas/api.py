@@ -72,11 +72,38 @@ class VersionHandle:
         return dict(self.version.manifest["source"].get("metadata", {}))
 
     def get_tensor(self, name: str):
+        entry = self._entry(name)
+        try:
+            return _convert(self._repo.read_entry(entry), entry.dtype, self.framework)
+        finally:
+            self._repo.reader.clear_cache()
+
+    def _entry(self, name: str):
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"version {self.version.short} has no tensor {name!r}")
+        return entry
+
+    def get_rows(self, name: str, start: int, stop: int):
+        """Rows [start, stop) of a tensor; reads only the chunks they lie in."""
         try:
-            return _convert(self._repo.read_entry(entry), entry.dtype, self.framework)
+            return _convert(self._repo.read_rows(self._entry(name), start, stop),
+                            self._entries[name].dtype, self.framework)
+        finally:
+            self._repo.reader.clear_cache()
+
+    def get_approx(self, name: str, k: int):
+        """The tensor rebuilt from the top ``k`` bytes of each element (reads only those planes)."""
+        try:
+            return _convert(self._repo.read_approx(self._entry(name), k),
+                            self._entries[name].dtype, self.framework)
+        finally:
+            self._repo.reader.clear_cache()
+
+    def get_interval(self, name: str, k: int):
+        """Exact (lo, hi) numpy bounds of every element, from its top ``k`` bytes (float tensors)."""
+        try:
+            return self._repo.read_interval(self._entry(name), k)
         finally:
             self._repo.reader.clear_cache()
 

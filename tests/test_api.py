@@ -71,3 +71,15 @@ def test_import_pas_is_light():
     code = "import sys, pas; print(any(m in sys.modules for m in ('torch', 'numba', 'rocksdict')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_rows_and_approx(repo_path):
+    path, snap = repo_path
+    with pas.open(path, "m") as f:
+        assert f.get_rows("w", 10, 20).tobytes() == snap.tensors["w"].data[10:20].tobytes()
+        approx = f.get_approx("w", 2)
+        lo, hi = f.get_interval("w", 2)
+        true = snap.tensors["w"].data
+        assert approx.shape == true.shape
+        assert np.all((lo <= true) & (true <= hi)) and np.all((lo <= approx) & (approx <= hi))
+        assert f.get_approx("w", 4).tobytes() == true.tobytes()
