@@ -45,6 +45,8 @@ def _use_numba(n: int) -> bool:
 
 
 def _params(dtype: DType, layout: str) -> tuple[int, int, int]:
+    if layout == "planes":
+        return 0, 0, 0
     if layout == "planes-exp":
         if not dtype.is_float or dtype.itemsize < 2:
             raise ValueError(f"layout planes-exp needs a float dtype of 2+ bytes, not {dtype.name}")
@@ -110,13 +112,14 @@ def merge(planes, dtype: DType, layout: str = "planes",
     if out is None:
         out = np.empty(n, dtype=dtype.bits_dtype)
     rot, e, m = _params(dtype, layout)
-    code = delta.op_code(op)
+    code = delta.OPS[op] if op else 0
     basew = out if base is None else base.reshape(-1).view(dtype.bits_dtype)
     if code and basew.shape != (n,):
         raise ValueError("delta base must have as many elements as the tensor")
     if _use_numba(n):
-        if len({p.flags.writeable for p in planes}) > 1:  # one Numba type for the whole tuple
-            planes = tuple(p if not p.flags.writeable else p.view() for p in planes)
+        writable = [p.flags.writeable for p in planes]
+        if any(writable) and not all(writable):  # one Numba type for the whole tuple
+            planes = tuple(p.view() for p in planes)
             for p in planes:
                 p.flags.writeable = False
         _kernels(k)[1](planes, basew, code, out, rot, e, m)

@@ -449,17 +449,22 @@ class Repository:
         here, where a thread hand-off would cost more than the work."""
         self.reader.prefetch([e.object for e in entries])
         out: list = [None] * len(entries)
+
+        def read(indexes: list[int], parallel: bool) -> None:
+            for i in indexes:
+                out[i] = self.read_entry(entries[i], parallel=parallel)
+                if progress:
+                    progress(entries[i].nbytes)
+
         big = [i for i, e in enumerate(entries) if e.nbytes >= PARALLEL_MIN_BYTES]
-
-        def read(i: int, parallel: bool) -> None:
-            out[i] = self.read_entry(entries[i], parallel=parallel)
-            if progress:
-                progress(entries[i].nbytes)
-
-        futures = [self.pool.submit(read, i, False) for i in big] if len(big) > 1 else []
-        for i, e in enumerate(entries):
-            if not futures or e.nbytes < PARALLEL_MIN_BYTES:
-                read(i, parallel=True)
+        small = [i for i, e in enumerate(entries) if e.nbytes < PARALLEL_MIN_BYTES]
+        if len(entries) < 2:
+            read(big + small, parallel=True)
+            return out
+        # Big tensors one per task on the pool; small ones here meanwhile (on
+        # the pool they only contend for the GIL: measured slower).
+        futures = [self.pool.submit(read, [i], False) for i in big]
+        read(small, parallel=False)
         for f in futures:
             f.result()
         return out

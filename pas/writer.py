@@ -27,9 +27,9 @@ BATCH_BYTES = 64 << 20
 #: (one object instead of a record plus one chunk per plane).
 INLINE_MAX = 1 << 20
 #: Elements read from a candidate base to rank it by bitwise similarity.
-SIMILARITY_ELEMENTS = 1 << 16
+SIMILARITY_ELEMENTS = 1 << 14
 #: Same-shaped tensors of other names considered as bases for one tensor.
-MAX_OTHER_CANDIDATES = 16
+MAX_OTHER_CANDIDATES = 8
 #: Below this similarity (top-16-bit agreement) a same-named base is not
 #: trusted alone, and same-shaped tensors of other names are tried too.
 SAME_NAME_TRUST = 0.5

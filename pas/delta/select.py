@@ -20,7 +20,9 @@ from ..dtypes import DType
 from . import aligned_base
 
 #: Elements sampled per option.
-SAMPLE = 1 << 16
+SAMPLE = 1 << 14
+#: Tensors with fewer elements are not considered for the planes-exp layout.
+PERMUTE_MIN_ELEMENTS = 1 << 14
 #: A delta is used only if its estimate is below this share of whole storage.
 MIN_GAIN = 0.97
 
@@ -64,7 +66,9 @@ def choose(words: np.ndarray, dt: DType, candidates: list[tuple[object, np.ndarr
         return Choice("planes")
     idx = sample_index(n)
     sample = words[idx]
-    layouts = planes.LAYOUTS if dt.is_float and dt.itemsize >= 2 else ("planes",)
+    # The planes-exp permutation costs a pass on every read; on small tensors
+    # it saves a few bytes at most, so they keep the plain layout.
+    layouts = planes.LAYOUTS if dt.is_float and dt.itemsize >= 2 and n >= PERMUTE_MIN_ELEMENTS else ("planes",)
     whole = {lay: plane_entropy_bytes(planes.split(sample, dt, lay)) for lay in layouts}
     best_layout = min(whole, key=whole.get)
     scale = n / sample.shape[0]
@@ -80,12 +84,17 @@ def choose(words: np.ndarray, dt: DType, candidates: list[tuple[object, np.ndarr
 
 
 def similarity(a: np.ndarray, b: np.ndarray, dt: DType) -> float:
-    """Share of sampled elements whose top 16 bits (sign, exponent, top mantissa) agree."""
+    """Share of sampled elements whose sign and exponent (floats; top byte otherwise) agree.
+
+    A fine-tune keeps ~95% of them; an unrelated tensor of the same
+    distribution ~15%, so 0.5 separates "same weights, moved" from "another layer".
+    """
     n = min(a.shape[0], b.shape[0])
     if n == 0:
         return 0.0
     idx = slice(0, n, max(1, n // 4096))
-    shift = max(0, dt.itemsize * 8 - 16)
+    kept = 1 + dt.float_bits[0] if dt.is_float else 8
+    shift = max(0, dt.itemsize * 8 - kept)
     hi_a = a[idx] >> np.array(shift, a.dtype)
     hi_b = b[idx] >> np.array(shift, b.dtype)
     return float(np.mean(hi_a == hi_b))
