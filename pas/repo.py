@@ -415,6 +415,12 @@ class Repository:
         not checked against the content address (the low bytes are not read);
         the snapshot's metadata then records ``pas.approx_bytes``.
         """
+        try:
+            return self._retrieve(ref, names, files, progress, top_bytes)
+        finally:
+            self.reader.clear_cache()  # decoded bases are shared within one retrieve only
+
+    def _retrieve(self, ref, names, files, progress, top_bytes) -> Snapshot:
         v = self.version(ref)
         entries = v.tensors
         if names is not None:
@@ -440,7 +446,6 @@ class Repository:
         if files and names is None:
             for f in v.files:
                 snap.files[f.name] = self.read_entry(f).tobytes()
-        self.reader.clear_cache()  # decoded bases are shared within one retrieve only
         return snap
 
     def _read_entries(self, entries: list[TensorEntry], progress: Progress | None) -> list[np.ndarray]:
@@ -524,6 +529,7 @@ class Repository:
     # ------------------------------------------------------------------- verify
     def verify(self, progress: Progress | None = None) -> VerifyReport:
         """Re-hash every chunk, check every record, and report damaged versions by name."""
+        self.reader.clear_cache()   # judge the store as it is now, not as parsed before
         rep = VerifyReport()
         bad_chunks: set[bytes] = set()
         for key, value in self.store.items_prefix(CHUNK):
@@ -540,6 +546,7 @@ class Repository:
                 progress(records.address_length(addr))
         bad_tensors: set[bytes] = set()
         base_of: dict[bytes, bytes] = {}
+        depth_of: dict[bytes, tuple] = {}
         for key, value in self.store.items_prefix(TENSOR):
             addr = key[1:]
             rep.tensors += 1
@@ -553,6 +560,7 @@ class Repository:
                             raise IntegrityError(f"tensor record {addr.hex()[:16]} names a missing or damaged chunk")
                 if lay.base is not None:
                     base_of[addr] = lay.base
+                depth_of[addr] = (lay.depth, lay.dtype, lay.shape)
             except (IntegrityError, KeyError, TypeError, ValueError) as exc:
                 bad_tensors.add(addr)
                 rep.errors.append(str(exc))
@@ -566,6 +574,29 @@ class Repository:
                     rep.errors.append(f"tensor record {addr.hex()[:16]}: its delta base {base.hex()[:16]} "
                                       "is missing or damaged")
                     changed = True
+        # Every tensor decodes to the content its address names (catches records
+        # swapped or rewritten under a valid check). Shallow first: bases stay cached.
+        try:
+            for addr in sorted(depth_of, key=lambda a: depth_of[a][0]):
+                if addr in bad_tensors:
+                    continue
+                _, dt, shape = depth_of[addr]
+                try:
+                    words = self.reader.words(addr, parallel=True)
+                    if tensor_digest(dt.name, shape, words) != records.address_digest(addr) \
+                            or words.nbytes != records.address_length(addr):
+                        raise IntegrityError(f"tensor record {addr.hex()[:16]} does not decode to its content address")
+                    self.reader.remember(addr, words)
+                except IntegrityError as exc:
+                    bad_tensors.add(addr)
+                    rep.errors.append(str(exc))
+        finally:
+            self.reader.clear_cache()
+        # ... and a delta of a tensor found damaged there is damaged too.
+        for addr in sorted(base_of, key=lambda a: depth_of.get(a, (0,))[0]):
+            if addr not in bad_tensors and base_of[addr] in bad_tensors:
+                bad_tensors.add(addr)
+                rep.errors.append(f"tensor record {addr.hex()[:16]}: its delta base {base_of[addr].hex()[:16]} is damaged")
         refs_of: dict[bytes, list[str]] = {}
         for key, value in self.store.items_prefix(REF):
             try:

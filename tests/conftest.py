@@ -80,9 +80,18 @@ def assert_same_snapshot(got, expected, files: bool = True, order: bool = True) 
 
 
 # ------------------------------------------------------------------- builders
-def make_snapshot(seed: int = 0, scale: int = 1, files: bool = True, scalar: bool = False):
+def big_elements(itemsize: int = 4, extra: int = 40_000) -> int:
+    """Elements of a tensor just above the writer's inline limit (``pas.writer.INLINE_MAX``,
+    256 KiB in docs/format.md §4), so it is stored as chunks; a multiple of 100."""
+    from pas import writer
+    return -(-(writer.INLINE_MAX + extra) // itemsize // 100) * 100
+
+
+def make_snapshot(seed: int = 0, scale: int = 1, files: bool = True, scalar: bool = False,
+                  big: bool = False):
     """A small but varied snapshot: several dtypes, special values, an empty tensor
-    (and a 0-d one with ``scalar``; 0-d tensors have their own tests)."""
+    (and a 0-d one with ``scalar``; 0-d tensors have their own tests). Its tensors are
+    small, so they are stored inline; ``big`` adds one chunked tensor, "model.big"."""
     from pas.snapshot import Snapshot, Tensor
     rng = np.random.default_rng(seed)
     s = Snapshot(metadata={"origin": f"seed-{seed}", "format": "pt"}, format="safetensors")
@@ -98,6 +107,8 @@ def make_snapshot(seed: int = 0, scale: int = 1, files: bool = True, scalar: boo
     if scalar:
         s.add(Tensor("scalar", "I64", (), np.array(-(2**62) - seed, "<i8")))
     s.add(Tensor.from_array("empty", np.zeros((0, 5), "<f8")))
+    if big:
+        s.add(Tensor.from_array("model.big", rng.normal(0, 0.02, (big_elements() // 100, 100)).astype("<f4")))
     if files:
         s.files["config.json"] = b'{"hidden_size": 64}'
         s.files["sub/tokenizer.txt"] = bytes(range(256)) * 3
@@ -135,3 +146,31 @@ def formats_available() -> bool:
     except Exception:  # noqa: BLE001
         return False
     return callable(getattr(f, "read", None)) and callable(getattr(f, "write", None))
+
+
+# ------------------------------------------------------------ stored objects
+def tensor_record(store, addr: bytes) -> tuple[dict, bytes]:
+    """A stored tensor record's JSON and inline payload (docs/format.md §4), checked."""
+    from pas import records
+    value = store.get(records.TENSOR + addr)
+    assert value is not None, f"tensor record {addr.hex()[:16]} is missing"
+    rec, payload = records.unpack_tensor_record(value, "tensor record")
+    return rec, bytes(payload)
+
+
+def record_chunks(rec: dict) -> list[bytes]:
+    """Chunk addresses a tensor record names (none for an inline record)."""
+    return [bytes.fromhex(h) for plane in rec.get("chunks", []) for h in plane]
+
+
+def needed_keys(store, addr: bytes) -> set[bytes]:
+    """Every key a tensor needs to be read: its record, its chunks, and the same for
+    its delta base, down the chain."""
+    from pas import records
+    keys: set[bytes] = set()
+    while addr is not None:
+        keys.add(records.TENSOR + addr)
+        rec, _ = tensor_record(store, addr)
+        keys.update(records.CHUNK + a for a in record_chunks(rec))
+        addr = bytes.fromhex(rec["delta"]["base"]) if rec.get("delta") else None
+    return keys

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_same_snapshot, make_snapshot
+from conftest import assert_same_snapshot, make_snapshot, needed_keys, record_chunks, tensor_record
 from pas import codecs, records
 from pas.errors import (BadInput, BadName, IntegrityError, NotARepository, NotFound, PasError,
                         RepositoryLocked, UnsupportedFormat)
@@ -24,26 +24,32 @@ def all_items(repo) -> dict[bytes, bytes]:
 
 
 def referenced_keys(repo) -> set[bytes]:
-    """Every key some version needs: its manifest, tensor records and chunks."""
+    """Every key some version needs: its manifest, tensor records, chunks and delta bases."""
     keys = set()
     for v in repo.versions():
         keys.add(VERSION + v.id)
         for e in v.tensors + v.files:
-            keys.add(TENSOR + e.object)
-            rec = records.unpack_json(repo.store.get(TENSOR + e.object), "rec")
-            keys.update(CHUNK + bytes.fromhex(h) for plane in rec["chunks"] for h in plane)
+            keys |= needed_keys(repo.store, e.object)
     return keys
+
+
+def records_itemsize(dtype: str) -> int:
+    from pas import dtypes
+    return dtypes.get(dtype).itemsize
 
 
 # ------------------------------------------------------------- round trips
 def test_archive_retrieve_round_trip(any_repo):
-    snap = make_snapshot(1)
+    snap = make_snapshot(1, big=True)
     res = any_repo.archive_snapshot(snap, "main", message="first")
     assert res.name == "main" and res.parent is None
     assert res.tensors == len(snap.tensors) + len(snap.files)
     assert res.logical_bytes == snap.nbytes
-    assert res.tensors_reused == 0 and res.chunks_written > 0
+    # only model.big has chunks (one per plane); every other tensor and file is inline
+    assert res.tensors_reused == 0 and res.chunks_written == 4
+    assert res.encodings == {"whole": res.tensors}
     assert 0 < res.physical_added < snap.nbytes + 20_000
+    assert res.physical_added == any_repo.physical_bytes()
     json.dumps(res.to_json())
     got = any_repo.retrieve("main")
     assert_same_snapshot(got, snap)
@@ -53,6 +59,15 @@ def test_archive_retrieve_round_trip(any_repo):
     assert v.message == "first" and v.name == "main" and v.logical_bytes == snap.nbytes
     assert [e.name for e in v.tensors] == list(snap.tensors)
     assert sorted(f.name for f in v.files) == sorted(snap.files)
+    for e in v.tensors + v.files:
+        rec, payload = tensor_record(any_repo.store, e.object)
+        assert (rec["dtype"], tuple(rec["shape"])) == (e.dtype, e.shape)
+        assert rec["codec"] == DEFAULT_CONFIG["codec"] and rec.get("depth", 0) == 0 and "delta" not in rec
+        if e.name == "model.big":
+            assert "inline" not in rec and len(rec["chunks"]) == 4 and payload == b""
+        else:
+            assert "chunks" not in rec and len(rec["inline"]) == records_itemsize(e.dtype)
+            assert sum(rec["inline"]) == len(payload)
     assert any_repo.verify().ok
 
 
@@ -104,6 +119,29 @@ def test_large_tensors_multi_chunk_both_layouts(force, monkeypatch):
         expect = planes.split(snap.tensors[e.name].data, dt, layout)[0]
         assert top.shape == (1, int(np.prod(e.shape))) and top[0].tobytes() == expect.tobytes()
     repo.close()
+
+
+def test_inline_limit_is_the_one_in_the_format_doc(mem_repo):
+    """docs/format.md §4: "Tensors of at most N KiB carry their planes inline": a tensor of
+    exactly N KiB is one record with inline frames; 4 bytes more and it has chunks."""
+    import re
+    text = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text()
+    m = re.search(r"Tensors of at most (\d+) KiB carry their planes inline", text)
+    assert m, "docs/format.md no longer states the inline limit"
+    limit = int(m.group(1)) << 10
+    rng = np.random.default_rng(12)
+    snap = Snapshot()
+    snap.add(Tensor.from_array("at", rng.integers(0, 2**32, limit // 4, dtype="<u4")))
+    snap.add(Tensor.from_array("above", rng.integers(0, 2**32, limit // 4 + 1, dtype="<u4")))
+    mem_repo.archive_snapshot(snap, "m")
+    objs = {e.name: e.object for e in mem_repo.version("m").tensors}
+    at, _ = tensor_record(mem_repo.store, objs["at"])
+    above, _ = tensor_record(mem_repo.store, objs["above"])
+    assert "inline" in at and "chunks" not in at, "a tensor of exactly the limit must be inline"
+    assert "chunks" in above and "inline" not in above, (
+        f"a tensor above {limit} bytes must be stored as chunks (pas.writer.INLINE_MAX is "
+        f"{__import__('pas.writer').writer.INLINE_MAX})")
+    assert_same_snapshot(mem_repo.retrieve("m"), snap)
 
 
 def test_tied_tensors_stored_once(mem_repo):
@@ -269,19 +307,25 @@ class RecordingStore(MemoryStore):
             yield k, v
 
 
-def test_partial_retrieve_reads_only_named_tensors():
+@pytest.mark.parametrize("inline_max", [None, 64], ids=["inline", "chunked"])
+def test_partial_retrieve_reads_only_named_tensors(inline_max, monkeypatch):
+    """Only the named tensors' records and chunks are read (with a small inline limit,
+    every tensor of more than 64 bytes has chunks, so chunk reads are checked too)."""
+    import pas.writer
+    if inline_max is not None:
+        monkeypatch.setattr(pas.writer, "INLINE_MAX", inline_max)
     store = RecordingStore()
     repo = Repository(store, json.loads(json.dumps(DEFAULT_CONFIG)))
     snap = make_snapshot(6, scale=4)
     repo.archive_snapshot(snap, "main")
     v = repo.version("main")
-    wanted = ["model.f16", "nan1"]
+    wanted = ["model.f16", "nan1", "model.w"]
     allowed = {REF + b"main", VERSION + v.id}
     for e in v.tensors:
         if e.name in wanted:
-            allowed.add(TENSOR + e.object)
-            rec = records.unpack_json(store.get(TENSOR + e.object), "rec")
-            allowed.update(CHUNK + bytes.fromhex(h) for plane in rec["chunks"] for h in plane)
+            allowed |= needed_keys(store, e.object)
+    n_chunks = len(list(store.list_prefix(CHUNK)))
+    assert n_chunks == 0 if inline_max is None else n_chunks > 8
     store.read.clear()
     got = repo.retrieve("main", names=wanted)
     assert list(got.tensors) == wanted
@@ -289,16 +333,33 @@ def test_partial_retrieve_reads_only_named_tensors():
     for name in wanted:
         assert got.tensors[name].data.tobytes() == snap.tensors[name].data.tobytes()
     assert store.read and set(store.read) <= allowed, set(store.read) - allowed
+    if inline_max is not None:       # model.w's chunks were read
+        assert any(k[:1] == CHUNK for k in store.read)
     repo.close()
 
 
-def test_partial_retrieve_survives_damage_elsewhere(mem_repo):
+@pytest.mark.parametrize("damage", ["deleted-chunk", "damaged-chunk", "damaged-inline-record",
+                                    "deleted-record"])
+def test_partial_retrieve_survives_damage_elsewhere(mem_repo, damage, monkeypatch):
+    import pas.writer
+    if "chunk" in damage:           # model.w (8.4 KB) gets chunks; model.i64 stays inline
+        monkeypatch.setattr(pas.writer, "INLINE_MAX", 1024)
     snap = make_snapshot(7)
     mem_repo.archive_snapshot(snap, "main")
     v = mem_repo.version("main")
     victim = next(e for e in v.tensors if e.name == "model.w")
-    rec = records.unpack_json(mem_repo.store.get(TENSOR + victim.object), "rec")
-    mem_repo.store.write(deletes=[CHUNK + bytes.fromhex(rec["chunks"][0][0])])
+    rec, payload = tensor_record(mem_repo.store, victim.object)
+    if "chunk" in damage:
+        key = CHUNK + record_chunks(rec)[0]
+    else:
+        assert "inline" in rec and payload
+        key = TENSOR + victim.object
+    if damage.startswith("deleted"):
+        mem_repo.store.write(deletes=[key])
+    else:
+        value = bytearray(mem_repo.store.get(key))
+        value[len(value) // 2] ^= 0x10
+        mem_repo.store.write([(key, bytes(value))])
     got = mem_repo.retrieve("main", names=["model.i64"])
     assert got.tensors["model.i64"].data.tobytes() == snap.tensors["model.i64"].data.tobytes()
     with pytest.raises(IntegrityError):
@@ -399,33 +460,55 @@ def _orphan_chunk(repo, payload: bytes) -> bytes:
 
 
 def test_gc_dry_run_and_force(any_repo):
-    snap1, snap2 = make_snapshot(1), make_snapshot(2)
+    snap1, snap2 = make_snapshot(1, big=True), make_snapshot(2)
     any_repo.archive_snapshot(snap1, "main")
     any_repo.archive_snapshot(snap2, "other")
     live = all_items(any_repo)
     needed = referenced_keys(any_repo)
     assert needed <= set(live)
+    assert set(live) == needed | {REF + b"main", REF + b"other"}
 
-    # orphans: two chunks, and a tensor record naming one orphan chunk and one live chunk
+    # orphans: two chunks; a chunked tensor record naming one orphan chunk and one live
+    # chunk; an inline record; and a delta record whose base is a live record (the base stays)
     o1 = _orphan_chunk(any_repo, b"orphan chunk one" * 100)
     o2 = _orphan_chunk(any_repo, bytes(range(256)) * 7)
     live_chunk = next(k for k in needed if k[:1] == CHUNK)
-    rec = records.pack_json({"dtype": "U8", "shape": [3200], "layout": "planes",
-                             "chunks": [[o1[1:].hex(), live_chunk[1:].hex()]]})
-    o3 = TENSOR + records.address(b"\x42" * 16, 1234)
-    any_repo.store.write([(o3, rec)])
-    orphans = {o1, o2, o3}
+    live_record = next(k for k in sorted(needed) if k[:1] == TENSOR
+                       and "inline" in tensor_record(any_repo.store, k[1:])[0])
+    n = records.address_length(o1[1:]) + records.address_length(live_chunk[1:])
+    rec = records.pack_tensor_record({"dtype": "U8", "shape": [n], "layout": "planes",
+                                      "codec": DEFAULT_CONFIG["codec"],
+                                      "chunks": [[o1[1:].hex(), live_chunk[1:].hex()]]})
+    o3 = TENSOR + records.address(b"\x42" * 16, n)
+    frame = codecs.encode_chunk(np.arange(40, dtype=np.uint8), any_repo.compressor, checked=False)
+    o4 = TENSOR + records.address(b"\x43" * 16, 40)
+    inline = records.pack_tensor_record({"dtype": "U8", "shape": [40], "layout": "planes",
+                                         "codec": DEFAULT_CONFIG["codec"], "inline": [len(frame)]}, frame)
+    base_rec, _ = tensor_record(any_repo.store, live_record[1:])
+    o5 = TENSOR + records.address(b"\x44" * 16, records.address_length(live_record[1:]))
+    k = records_itemsize(base_rec["dtype"])
+    zero = codecs.encode_chunk(np.zeros(int(np.prod(base_rec["shape"])), np.uint8), any_repo.compressor,
+                               checked=False)
+    delta = records.pack_tensor_record(dict(base_rec, inline=[len(zero)] * k, depth=1,
+                                            delta={"op": "xor", "base": live_record[1:].hex()}),
+                                       zero * k)
+    any_repo.store.write([(o3, rec), (o4, inline), (o5, delta)])
+    for key in (o3, o4, o5):                     # well-formed records, only unreferenced
+        any_repo.reader.parse(key[1:])
+    assert any_repo.reader.words(o5[1:]).tobytes() == any_repo.reader.words(live_record[1:]).tobytes()
+    any_repo.reader.clear_cache()
+    orphans = {o1, o2, o3, o4, o5}
     orphan_bytes = sum(len(k) + len(any_repo.store.get(k)) for k in orphans)
 
     dry = any_repo.gc()
     assert dry.dry_run is True
-    assert (dry.chunks, dry.tensors, dry.bytes) == (2, 1, orphan_bytes)
+    assert (dry.chunks, dry.tensors, dry.bytes) == (2, 3, orphan_bytes)
     assert set(all_items(any_repo)) == set(live) | orphans          # nothing removed
     json.dumps(dry.to_json())
 
     done = any_repo.gc(force=True)
     assert done.dry_run is False
-    assert (done.chunks, done.tensors, done.bytes) == (2, 1, orphan_bytes)
+    assert (done.chunks, done.tensors, done.bytes) == (2, 3, orphan_bytes)
     assert all_items(any_repo) == live                               # exactly the orphans went
     assert any_repo.verify().ok
     assert_same_snapshot(any_repo.retrieve("main"), snap1)
@@ -443,6 +526,7 @@ def test_gc_after_interrupted_archive(any_repo, monkeypatch):
     snap = make_snapshot(1)
     any_repo.archive_snapshot(snap, "main")
     before = all_items(any_repo)
+    unfinished = make_snapshot(8, scale=4, big=True)     # model.big's chunks are written first
 
     def crash(self, *args):
         self.flush()                       # chunks reach the store ...
@@ -450,11 +534,11 @@ def test_gc_after_interrupted_archive(any_repo, monkeypatch):
 
     monkeypatch.setattr(VersionWriter, "commit", crash)
     with pytest.raises(_Crash):
-        any_repo.archive_snapshot(make_snapshot(8, scale=4), "main")
+        any_repo.archive_snapshot(unfinished, "main")
     monkeypatch.undo()
     after_crash = all_items(any_repo)
     orphans = set(after_crash) - set(before)
-    assert orphans and all(k[:1] == CHUNK for k in orphans)
+    assert len(orphans) == 4 and all(k[:1] == CHUNK for k in orphans)
     assert any_repo.refs() == {"main": any_repo.refs()["main"]}
     assert len(any_repo.versions()) == 1                              # nothing half-visible
     assert any_repo.verify().ok                                       # orphans are not damage
@@ -482,7 +566,7 @@ def test_gc_keeps_versions_without_refs(mem_repo):
 
 # ------------------------------------------------------------------- stats
 def test_stats(mem_repo):
-    snap = make_snapshot(1)
+    snap = make_snapshot(1, big=True)
     mem_repo.archive_snapshot(snap, "main")
     mem_repo.archive_snapshot(snap, "copy")
     s = mem_repo.stats()
@@ -490,7 +574,9 @@ def test_stats(mem_repo):
     assert s["logical_bytes"] == 2 * snap.nbytes
     assert s["physical_bytes"] == mem_repo.physical_bytes()
     assert s["objects"]["versions"]["count"] == 2 and s["objects"]["refs"]["count"] == 2
-    assert s["objects"]["chunks"]["count"] > 0
+    assert s["objects"]["chunks"]["count"] == 4                       # model.big, one per plane
+    assert s["objects"]["tensors"]["count"] == len(snap.tensors) + len(snap.files)   # "copy" reuses all
+    assert sum(o["bytes"] for o in s["objects"].values()) == s["physical_bytes"]
 
 
 # ------------------------------------------------------------ on-disk repo
