@@ -482,8 +482,8 @@ class Repository:
         only when the tensor fails is it decoded again chunk by chunk, to
         name the damaged chunk.
         """
-        rec = self.reader.record(entry.object)
-        if rec.get("dtype") != entry.dtype or tuple(rec.get("shape", ())) != entry.shape:
+        lay = self.reader.parse(entry.object, check=False)   # the digest below covers it
+        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
             raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
         words = self.reader.words(entry.object, parallel=parallel)
         dt = dtypes.get(entry.dtype)
