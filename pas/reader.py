@@ -42,6 +42,8 @@ class _Layout:
         self.shape = tuple(rec["shape"])
         self.n = math.prod(self.shape)
         self.layout = rec["layout"]
+        if self.layout not in planes.LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}")
         self.inline = None
         if "inline" in rec:
             sizes = rec["inline"]
@@ -89,37 +91,32 @@ class TensorReader:
         self._cache_bytes = cache_bytes
         self._cached = 0
         self._lock = threading.Lock()
-        self._parsed: dict[bytes, tuple[_Layout, bool]] = {}   # addr -> (layout, checksum checked)
+        self._parsed: dict[bytes, _Layout] = {}
 
     # ----------------------------------------------------------------- records
     def record(self, addr: bytes) -> dict:
         return self.parse(addr).rec
 
     def prefetch(self, addrs: list[bytes]) -> None:
-        """Read and parse many records in one batch, for whole-tensor reads (see `parse`)."""
+        """Read and parse many records in one batch (a whole version's)."""
         todo = [a for a in addrs if a not in self._parsed]
         for a, value in zip(todo, self.store.get_many([TENSOR + a for a in todo])):
             if value is not None:
-                self.parse(a, value, check=False)
+                self.parse(a, value)
 
-    def parse(self, addr: bytes, value: bytes | None = None, check: bool = True) -> _Layout:
-        """The parsed record (cached: records are immutable, and delta chains re-read them).
-
-        ``check=False`` skips the record checksum, for reads whose result is
-        checked against the tensor's content address (which covers every
-        field and byte that matters); partial reads must check it.
-        """
-        hit = self._parsed.get(addr)
-        if hit is not None and (hit[1] or not check):
-            return hit[0]
+    def parse(self, addr: bytes, value: bytes | None = None) -> _Layout:
+        """The checked, parsed record (cached: records are immutable, and delta chains re-read them)."""
+        lay = self._parsed.get(addr)
+        if lay is not None:
+            return lay
         if value is None:
             value = self.store.get(TENSOR + addr)
             if value is None:
                 raise IntegrityError(f"tensor record {addr.hex()[:16]} is missing")
-        lay = parse_record(addr, value, check)
+        lay = parse_record(addr, value)
         if len(self._parsed) > 100_000:
             self._parsed.clear()
-        self._parsed[addr] = (lay, check)
+        self._parsed[addr] = lay
         return lay
 
     # ------------------------------------------------------------------- cache
@@ -160,7 +157,7 @@ class TensorReader:
         hit = self.cached(addr)
         if hit is not None:
             return hit
-        lay = self.parse(addr, check=False)
+        lay = self.parse(addr)
         return self._decode(lay, 0, lay.n, parallel, verify_chunks)
 
     def range_words(self, addr: bytes, start: int, stop: int) -> np.ndarray:
@@ -285,9 +282,9 @@ class TensorReader:
         return out, lay.layout
 
 
-def parse_record(addr: bytes, value: bytes, check: bool = True) -> _Layout:
-    """Parse one stored tensor record (no cache); ``check`` its checksum."""
-    rec, payload = records.unpack_tensor_record(value, f"tensor record {addr.hex()[:16]}", check)
+def parse_record(addr: bytes, value: bytes) -> _Layout:
+    """Check and parse one stored tensor record (no cache)."""
+    rec, payload = records.unpack_tensor_record(value, f"tensor record {addr.hex()[:16]}")
     try:
         return _Layout(rec, payload)
     except (KeyError, TypeError, ValueError, PasError) as exc:   # e.g. a dtype name bit-flipped

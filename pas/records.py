@@ -81,15 +81,10 @@ def pack_tensor_record(rec: dict, payload: bytes = b"") -> bytes:
     return b"".join((head, payload, checksum64_parts(head, payload)))
 
 
-def unpack_tensor_record(value: bytes, what: str, check: bool = True) -> tuple[dict, memoryview]:
-    """The record's JSON and its inline payload.
-
-    ``check=False`` skips the checksum: for readers that check the decoded
-    tensor against its content address anyway, which covers every field and
-    payload byte that matters (a damaged one yields other bytes, or fails).
-    """
+def unpack_tensor_record(value: bytes, what: str) -> tuple[dict, memoryview]:
+    """The record's JSON and its inline payload (checked)."""
     view = memoryview(value)
-    if len(view) < 12 or (check and checksum64(view[:-8]) != view[-8:]):
+    if len(view) < 12 or checksum64(view[:-8]) != view[-8:]:
         raise IntegrityError(f"{what} is damaged (checksum mismatch)")
     (n,) = struct.unpack("<I", view[:4])
     if 4 + n > len(view) - 8:

@@ -482,7 +482,7 @@ class Repository:
         only when the tensor fails is it decoded again chunk by chunk, to
         name the damaged chunk.
         """
-        lay = self.reader.parse(entry.object, check=False)   # the digest below covers it
+        lay = self.reader.parse(entry.object)
         if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
             raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
         words = self.reader.words(entry.object, parallel=parallel)
