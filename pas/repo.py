@@ -449,10 +449,9 @@ class Repository:
         return snap
 
     def _read_entries(self, entries: list[TensorEntry], progress: Progress | None) -> list[np.ndarray]:
-        """Decode many tensors: records in one batch read; big tensors on the
-        pool (zstd, the Numba merge and hashing release the GIL), small ones
-        here, where a thread hand-off would cost more than the work."""
-        self.reader.prefetch([e.object for e in entries])
+        """Decode many tensors: big ones on the pool (zstd, the Numba merge and
+        hashing release the GIL), small ones here with their records read in
+        one batch, where a thread hand-off would cost more than the work."""
         out: list = [None] * len(entries)
 
         def read(indexes: list[int], parallel: bool) -> None:
@@ -466,9 +465,11 @@ class Repository:
         if len(entries) < 2:
             read(big + small, parallel=True)
             return out
-        # Big tensors one per task on the pool; small ones here meanwhile (on
-        # the pool they only contend for the GIL: measured slower).
+        # Big tensors one per task on the pool, each reading its own record;
+        # small ones here meanwhile, their records in one batch (on the pool
+        # they only contend for the GIL: measured slower).
         futures = [self.pool.submit(read, [i], False) for i in big]
+        self.reader.prefetch([entries[i].object for i in small])
         read(small, parallel=False)
         for f in futures:
             f.result()
