@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 
-from . import codecs, dtypes, planes, records
+from . import codecs, dtypes, records
 from .chunking import get_chunker
 from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
                      UnsupportedFormat)
@@ -553,7 +553,7 @@ class Repository:
             rep.tensors += 1
             try:
                 lay = parse_record(addr, value)
-                for p, frame in enumerate(lay.inline or ()):
+                for frame in lay.inline or ():
                     codecs.decode_chunk(frame, lay.n, checked=False)
                 for plane in lay.addrs:
                     for a in plane:

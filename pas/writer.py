@@ -18,7 +18,7 @@ from . import codecs, dtypes, planes, records
 from .delta import select
 from .errors import BadInput, IntegrityError
 from .hashing import digest, digest_parts
-from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
+from .records import CHUNK, REF, TENSOR, TensorEntry, Version
 from .snapshot import Tensor
 
 #: Bytes of new chunks held in memory before they are written in one batch.

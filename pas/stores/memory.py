@@ -1,7 +1,6 @@
 """In-memory store: for tests and as the reference behaviour of the contract."""
 from __future__ import annotations
 
-import bisect
 import threading
 from typing import Iterable, Iterator, Sequence
 
