@@ -39,6 +39,8 @@ DEFAULT_CONFIG = {
     "format_version": FORMAT_VERSION,
     "hash": "xxh3-128",
     "chunker": {"id": "fixed", "size": 1 << 20},
+    # Side files (tokenizers, configs) are cut by content, so an edit shares the rest.
+    "file_chunker": {"id": "cdc", "min": 16 << 10, "avg": 64 << 10, "max": 256 << 10},
     "codec": {"id": "zstd", "level": 1},
     # Delta chains: at most max_depth deltas are applied to rebuild any tensor.
     "delta": {"max_depth": 8, "ops": ["xor", "sub"]},
@@ -120,6 +122,7 @@ class Repository:
         self.config = config
         self.root = root
         self.chunker = get_chunker(config["chunker"])
+        self.file_chunker = get_chunker(config.get("file_chunker", DEFAULT_CONFIG["file_chunker"]))
         self.compressor = codecs.get_codec(config["codec"])
         self._pool: ThreadPoolExecutor | None = None
         self.reader = TensorReader(store, lambda: self.pool)
@@ -306,7 +309,7 @@ class Repository:
         w = VersionWriter(self, progress, bases)
         entries = [w.add_tensor(t) for t in snapshot.tensors.values()]
         w.bases = None  # side files are stored whole (deduplicated by content)
-        files = [w.add_tensor(Tensor.from_array(p, np.frombuffer(b, np.uint8)))
+        files = [w.add_tensor(Tensor.from_array(p, np.frombuffer(b, np.uint8)), side_file=True)
                  for p, b in snapshot.files.items()]
         manifest = {
             "format": FORMAT_VERSION,

@@ -101,7 +101,9 @@ class VersionWriter:
         self.deltas: dict[str, int] = defaultdict(int)   # "whole", "xor", "sub" -> count
 
     # ----------------------------------------------------------------- tensors
-    def add_tensor(self, t: Tensor) -> TensorEntry:
+    def add_tensor(self, t: Tensor, side_file: bool = False) -> TensorEntry:
+        """Store one tensor (or, with ``side_file``, a file's bytes as a U8 tensor:
+        cut by content-defined chunks, so an edited file shares most of them)."""
         dt = dtypes.get(t.dtype)
         data = dtypes.as_le_contiguous(t.data)
         if tuple(data.shape) != tuple(t.shape) or data.dtype.itemsize != dt.itemsize:
@@ -117,7 +119,7 @@ class VersionWriter:
                 continue
             value = self.store.get(key)
             if value is None:
-                self._store_tensor(t, addr, dt, words)
+                self._store_tensor(t, addr, dt, words, side_file)
                 break
             if self._same_stored_tensor(addr, words):
                 self.tensors_reused += 1
@@ -137,7 +139,8 @@ class VersionWriter:
             return False
         return stored.tobytes() == words.tobytes()
 
-    def _store_tensor(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray) -> None:
+    def _store_tensor(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray,
+                      side_file: bool = False) -> None:
         candidates = []
         if self.bases is not None:
             for e in self.bases.candidates(t, words):
@@ -165,7 +168,8 @@ class VersionWriter:
             rec["inline"] = [len(f) for f in frames]
             payload = b"".join(frames)
         else:
-            rec["chunks"] = [self._add_stream(plane_buf[p]) for p in range(plane_buf.shape[0])]
+            chunker = self.repo.file_chunker if side_file else self.repo.chunker
+            rec["chunks"] = [self._add_stream(plane_buf[p], chunker) for p in range(plane_buf.shape[0])]
         value = records.pack_tensor_record(rec, payload)
         key = TENSOR + addr
         self.final.append((key, value))
@@ -173,8 +177,8 @@ class VersionWriter:
         self.physical_added += len(key) + len(value)
 
     # ------------------------------------------------------------------ chunks
-    def _add_stream(self, stream: np.ndarray) -> list[str]:
-        cuts = self.repo.chunker.cuts(stream.size)
+    def _add_stream(self, stream: np.ndarray, chunker) -> list[str]:
+        cuts = chunker.cuts_of(stream)
         pieces = [stream[off:off + n] for off, n in cuts]
         addrs = []
         new: dict[bytes, int] = {}   # key of a piece first seen in this stream -> its index
