@@ -35,12 +35,26 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from . import datasets as D
 from . import tensorio
 from .schemes import SCHEMES, Scheme, dir_bytes
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 ONE_TENSOR_SHARE = 0.05
+# Reference footprints (MB) on the shared corpus: /work/shared/docs/compression-facts.md §5 and §7.
+REFERENCE_MB = {
+    "zstd3": {"lineage-finetune": 416.0, "lineage-finetune-bf16": 177.3, "snapshots-cnn": 53.0,
+              "variants": 256.7, "all": 903.0},
+    "blosc2": {"lineage-finetune": 378.6, "lineage-finetune-bf16": 157.1, "snapshots-cnn": 48.5,
+               "variants": 233.6, "all": 817.7},
+    "xor3": {"lineage-finetune": 207.4, "lineage-finetune-bf16": 62.3, "snapshots-cnn": 41.0,
+             "variants": 149.7, "all": 460.4},
+    "patch-from": {"lineage-finetune": 285.2, "lineage-finetune-bf16": 105.6, "snapshots-cnn": 53.1,
+                   "variants": 130.1, "all": 574.0},
+    "paper": {"all": 458.9},
+}
 MB = 1e6
 
 
@@ -187,6 +201,57 @@ def verify_all(src: dict, got: dict) -> list[str]:
     return errs
 
 
+def top_planes_errors(src: dict, got: dict, k: int) -> list[str]:
+    """The top ``k`` bytes of every element (whole elements when itemsize <= k) must match the source."""
+    errs = []
+    if set(src) != set(got):
+        errs.append("tensor names differ")
+    for n in sorted(set(src) & set(got)):
+        a, b = tensorio.c_order(src[n]), tensorio.c_order(np.asarray(got[n]))
+        if a.dtype.itemsize != b.dtype.itemsize or a.shape != b.shape:
+            errs.append(f"{n}: dtype/shape {a.dtype}{a.shape} vs {b.dtype}{b.shape}")
+            continue
+        w = a.dtype.itemsize
+        x, y = a.reshape(-1).view(np.uint8).reshape(-1, w), b.reshape(-1).view(np.uint8).reshape(-1, w)
+        if not np.array_equal(x[:, max(0, w - k):], y[:, max(0, w - k):]):
+            errs.append(f"{n}: top {k} bytes differ")
+    return errs
+
+
+def time_top_bytes(scheme, datasets, ids, repeat: int, rep: Reporter, ks=(1, 2)) -> dict:
+    """Per dataset: retrieval of the newest version from its top K byte planes (lossy), K in ``ks``."""
+    out = {}
+    for ds in datasets:
+        v = ds.versions[-1]
+        sid = ids.get((ds.name, v.id))
+        if sid is None:
+            continue
+        src = tensorio.load(v.path)
+        per = {}
+        for k in ks:
+            ts, errs = [], []
+            try:
+                for i in range(repeat):
+                    got = None
+                    t0 = time.perf_counter()
+                    got = scheme.retrieve_top(sid, k)
+                    ts.append(time.perf_counter() - t0)
+                    if i == 0:
+                        errs = (scheme.check_top(sid, k, src, got) if hasattr(scheme, "check_top")
+                                else top_planes_errors(src, got, k))
+                got = None
+            except Exception as e:
+                per[k] = {"error": f"{type(e).__name__}: {e}"}
+                rep.log(f"{scheme.name} {ds.name}/{v.id} top_bytes={k} FAILED: {per[k]['error'][:200]}")
+                continue
+            per[k] = {"seconds": median(ts), "seconds_all": [round(t, 4) for t in ts],
+                      "top_planes_exact": not errs, "errors": errs[:5]}
+            if errs:
+                rep.log(f"{scheme.name} {ds.name}/{v.id} top_bytes={k}: top planes differ: {errs[0]}")
+        out[ds.name] = {"version": v.id, "k": per}
+    return out
+
+
 def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: Path, repeat: int,
                archive_repeat: int, rep: Reporter) -> dict:
     """Archive everything ``archive_repeat`` times, retrieve everything ``repeat`` times.
@@ -294,6 +359,8 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                     errors[key] = f"not bit-exact: {errs[0]}"
                     rep.log(f"{cls.name} {ds.name}/{v.id} NOT BIT-EXACT: {errs[0]}")
                 adv()
+        if hasattr(scheme, "retrieve_top"):
+            res["top_bytes"] = time_top_bytes(scheme, datasets, ids, repeat, rep)
         scheme.close()
         res["disk_bytes"] = dir_bytes(root)
         res["archive_pass_s"] = pass_totals
@@ -319,6 +386,38 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
         res["error"] = res["error"] or f"{len(errors)} versions failed; first {k0[0]}/{k0[1]}: {errors[k0]}"
     res["version_errors"] = {f"{k[0]}/{k[1]}": m for k, m in errors.items()}
     return res
+
+
+def chain_depth(ds, vid: str) -> int:
+    """Versions on the path from the root to ``vid`` (root = 1)."""
+    parent = {v.id: v.parent for v in ds.versions}
+    n = 1
+    while parent.get(vid):
+        vid, n = parent[vid], n + 1
+    return n
+
+
+def retrieval_timings(ds, meta, per_v: list[dict], top: dict | None) -> dict:
+    """Whole-version retrieval of the newest version (last archived), of a mid-chain
+    version (the middle of the manifest order) and of all versions (sum of medians);
+    with ``top``, K-plane retrieval of the newest version and its ratio to the full one."""
+    by_id = {p["id"]: p for p in per_v}
+
+    def one(v):
+        p = by_id[v.id]
+        return {"id": v.id, "depth": chain_depth(ds, v.id), "logical_bytes": p["logical_bytes"],
+                "seconds": p["retrieve_s"], "mb_s": p["retrieve_mb_s"]}
+
+    newest, mid = ds.versions[-1], ds.versions[(len(ds.versions) - 1) // 2]
+    out = {"newest": one(newest), "mid": one(mid),
+           "all": {"n": len(per_v), "seconds": sum(p["retrieve_s"] for p in per_v),
+                   "mb_s": mbps(sum(p["logical_bytes"] for p in per_v), sum(p["retrieve_s"] for p in per_v))}}
+    if top:
+        full = by_id[top["version"]]["retrieve_s"]
+        out["top_bytes"] = {str(k): dict(x, ratio_to_full=round(x["seconds"] / full, 4)
+                                         if x.get("seconds") is not None and full else None)
+                            for k, x in top["k"].items()}
+    return out
 
 
 def summarize(datasets, meta, raw: dict) -> dict:
@@ -355,7 +454,9 @@ def summarize(datasets, meta, raw: dict) -> dict:
             r_s = sum(x["retrieve_s"] for x in vrs)
             one_ratios = [p["one_tensor"]["ratio_to_full"] for p in per_v if p["one_tensor"]["ratio_to_full"] is not None]
             one_s = [p["one_tensor"]["seconds"] for p in per_v if p["one_tensor"]["seconds"] is not None]
+            timings = retrieval_timings(ds, meta, per_v, r.get("top_bytes", {}).get(ds.name))
             d["schemes"][sname] = {
+                "timings": timings,
                 "ok": all(x["verified"] for x in vrs), "logical_bytes": lb, "physical_bytes": phys,
                 "ratio": round(phys / lb, 4) if lb else None, "factor": round(lb / phys, 3) if phys else None,
                 "archive_s": a_s, "archive_mb_s": mbps(lb, a_s),
@@ -453,6 +554,58 @@ def to_markdown(report: dict) -> str:
     table(tot_rows, "## Total (one store per scheme)")
     L.append("Total physical MB is the whole store (`physical_bytes()`); per dataset it is the sum of what each "
              "archive call added.")
+    L.append("")
+    refs = {s: REFERENCE_MB[s] for s in report["totals"] if s in REFERENCE_MB}
+    if refs and any(d["name"] in r for d in report["datasets"] for r in refs.values()):
+        L.append("## Footprint against the reference figures")
+        L.append("")
+        L.append("Physical MB measured here / reference MB (compression-facts.md §5, §7; shared corpus only).")
+        L.append("")
+        cols = list(report["totals"])
+        L.append("| dataset | logical MB | " + " | ".join(f"{s} MB (ref)" for s in cols) + " |")
+        L.append("|---|---:|" + "---:|" * len(cols))
+        for d in report["datasets"] + [{"name": "all", "logical_bytes": None, "schemes": None}]:
+            cells = []
+            for s in cols:
+                if d["schemes"] is None:
+                    got = report["totals"][s].get("physical_bytes")
+                else:
+                    got = d["schemes"].get(s, {}).get("physical_bytes")
+                ref = REFERENCE_MB.get(s, {}).get(d["name"])
+                cells.append(f"{_f(got / MB if got is not None else None)} ({_f(ref)})")
+            lb = d["logical_bytes"] if d["logical_bytes"] is not None else \
+                sum(x["logical_bytes"] for x in report["datasets"])
+            L.append(f"| {d['name']} | {lb / MB:.1f} | " + " | ".join(cells) + " |")
+        L.append("")
+    L.append("## Retrieval timings per dataset")
+    L.append("")
+    L.append("Whole-version retrieve (median of the repeats): the newest version (last in the manifest), a "
+             "mid-chain version (the middle of the manifest order) and all versions (sum); depth = versions "
+             "from the root to it (root = 1). K planes: the newest version rebuilt from its top K byte planes "
+             "only (lossy; top K bytes checked against the source), time and time / full retrieve.")
+    L.append("")
+    L.append("| dataset | scheme | newest (depth) | newest s | mid (depth) | mid s | all versions s | all MB/s "
+             "| K=1 s (/full) | K=2 s (/full) |")
+    L.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|")
+    for d in report["datasets"]:
+        for s, x in d["schemes"].items():
+            t = x.get("timings")
+            if not t:
+                continue
+            tb = t.get("top_bytes") or {}
+
+            def kcell(k):
+                y = tb.get(str(k)) or tb.get(k)
+                if not y:
+                    return "–"
+                if y.get("seconds") is None:
+                    return "FAILED"
+                return (f"{y['seconds']:.3f} ({_f(y.get('ratio_to_full'), '{:.2f}')})"
+                        + ("" if y.get("top_planes_exact") else " ✗"))
+            L.append(f"| {d['name']} | {s} | {t['newest']['id']} ({t['newest']['depth']}) "
+                     f"| {t['newest']['seconds']:.3f} | {t['mid']['id']} ({t['mid']['depth']}) "
+                     f"| {t['mid']['seconds']:.3f} | {t['all']['seconds']:.3f} | {_f(t['all']['mb_s'], '{:.0f}')} "
+                     f"| {kcell(1)} | {kcell(2)} |")
     L.append("")
     L.append("## Per version")
     L.append("")

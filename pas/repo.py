@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from . import codecs, dtypes, records
+from . import codecs, dtypes, planes, records
 from .chunking import get_chunker
 from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
                      UnsupportedFormat)
@@ -42,6 +42,10 @@ DEFAULT_CONFIG = {
     # Side files (tokenizers, configs) are cut by content, so an edit shares the rest.
     "file_chunker": {"id": "cdc", "min": 16 << 10, "avg": 64 << 10, "max": 256 << 10},
     "codec": {"id": "zstd", "level": 1},
+    # Plane layouts the writer may choose per tensor. Without "planes-exp" the
+    # first plane always holds the sign (what 1-byte progressive reads need),
+    # at a small cost in size.
+    "layouts": ["planes", "planes-exp"],
     # Delta chains: at most max_depth deltas are applied to rebuild any tensor.
     "delta": {"max_depth": 8, "ops": ["xor", "sub"]},
 }
@@ -147,7 +151,7 @@ class Repository:
 
     @classmethod
     def init(cls, path: str | os.PathLike, chunk_size: int | None = None,
-             codec: dict | None = None) -> "Repository":
+             codec: dict | None = None, layouts: list[str] | None = None) -> "Repository":
         """Create a repository at ``path`` (its data lives in ``path/.pas``) and open it for writing."""
         root = Path(path) / REPO_DIR
         if (root / "config.json").exists():
@@ -159,6 +163,11 @@ class Repository:
         if codec:
             codecs.get_codec(codec)  # validate before anything is written
             config["codec"] = codec
+        if layouts:
+            unknown = [x for x in layouts if x not in planes.LAYOUTS] + ([] if "planes" in layouts else ["(planes is required)"])
+            if unknown:
+                raise BadInput(f"unknown or missing plane layouts: {unknown} (known: {list(planes.LAYOUTS)})")
+            config["layouts"] = list(layouts)
         root.mkdir(parents=True, exist_ok=True)
         from .stores.rocks import RocksStore
         RocksStore(root / "db", create=True).close()

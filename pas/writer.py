@@ -92,6 +92,7 @@ class VersionWriter:
         self.bases = bases
         self.max_depth = int(repo.config.get("delta", {}).get("max_depth", 8))
         self.ops = tuple(repo.config.get("delta", {}).get("ops", ("xor", "sub")))
+        self.layouts = tuple(repo.config.get("layouts", planes.LAYOUTS))
         self.pending: dict[bytes, bytes] = {}   # chunk key -> framed value, not yet written
         self.pending_bytes = 0
         self.final: list[tuple[bytes, bytes]] = []
@@ -148,7 +149,7 @@ class VersionWriter:
                 if lay.depth + 1 > self.max_depth or lay.dtype.name != dt.name:
                     continue
                 candidates.append((e, self.reader.words(e.object), lay.layout))
-        choice = select.choose(words, dt, candidates, self.ops)
+        choice = select.choose(words, dt, candidates, self.ops, self.layouts)
         rec = {"dtype": dt.name, "shape": list(t.shape), "layout": choice.layout}
         base_words = None
         if choice.op is not None:

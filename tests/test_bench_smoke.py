@@ -95,9 +95,48 @@ def test_harness_end_to_end(tmp_path):
     assert raw["physical_bytes"] == raw["logical_bytes"]      # raw copies cost exactly the files
 
 
+DELTAS = ["xor3", "paper"] + (["patch-from"] if schemes.ZstdPatchFrom.available() is None else [])
+
+
+def test_delta_schemes(tmp_path):
+    report = _run(tmp_path, _corpus(tmp_path / "corpus"), ",".join(DELTAS))
+    _check(report, set(DELTAS))
+    [ds] = report["datasets"]
+    for s in DELTAS:
+        t = ds["schemes"][s]["timings"]
+        assert (t["newest"]["id"], t["newest"]["depth"], t["mid"]["id"], t["all"]["n"]) == ("v2", 3, "v1", 3)
+        # children are deltas: much smaller than the root
+        v = ds["schemes"][s]["versions"]
+        assert v[1]["physical_added"] < v[0]["physical_added"], s
+
+
+def test_plane_delta_roundtrip(tmp_path):
+    t0, _ = _tensors(0)
+    t1, _ = _tensors(1, t0)
+    t1["mask"] = ~t1["mask"]
+    t1["half"] = t1["half"][:4]                                  # shape change: stored whole
+    for cls in (schemes.XorPlanesZstd, schemes.PaperSubPlanesZlib):
+        sc = cls(tmp_path / cls.name)
+        for i, t in enumerate((t0, t1)):
+            tensorio.write_safetensors(tmp_path / f"{cls.name}{i}.safetensors", t)
+        a = sc.archive(tmp_path / f"{cls.name}0.safetensors", None)
+        b = sc.archive(tmp_path / f"{cls.name}1.safetensors", a)
+        sc.reopen()
+        got = sc.retrieve(b)
+        assert set(got) == set(t1)
+        for n, x in t1.items():
+            assert tensorio.same_bytes(x, got[n]) is None, (cls.name, n)
+            assert tensorio.same_bytes(x, sc.retrieve_one(b, n)) is None, (cls.name, n)
+
+
 @pytest.mark.skipif(schemes.Pas.available() is not None, reason="pas.repo not available")
 def test_pas_in_harness(tmp_path):
-    _check(_run(tmp_path, _corpus(tmp_path / "corpus", with_pas=True), "pas"), {"pas"})
+    report = _run(tmp_path, _corpus(tmp_path / "corpus", with_pas=True), "pas")
+    _check(report, {"pas"})
+    tb = report["datasets"][0]["schemes"]["pas"]["timings"]["top_bytes"]
+    assert set(tb) == {"1", "2"}
+    for k, x in tb.items():
+        assert x.get("seconds") is not None and x["ratio_to_full"] > 0, (k, x)
 
 
 def _check(report: dict, expected: set[str]) -> None:

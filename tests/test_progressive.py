@@ -119,3 +119,20 @@ def test_retrieve_top_bytes_marks_snapshot(repo):
     assert snap.metadata["pas.approx_bytes"] == "2"
     assert snap.tensors["bf16"].data.tobytes() == child.tensors["bf16"].data.tobytes()  # 2-byte dtype: exact
     assert snap.tensors["f32"].data.tobytes() != child.tensors["f32"].data.tobytes()
+
+
+def test_sign_first_repository_keeps_the_sign_in_plane_zero(tmp_path):
+    """`pas init --sign-first`: no planes-exp, so one plane bounds every value with its sign."""
+    rng = np.random.default_rng(4)
+    snap = Snapshot()
+    w = rng.normal(0, 0.05, 300_000).astype(np.float32)
+    snap.add(Tensor.from_array("w", w))
+    with Repository.init(tmp_path, layouts=["planes"]) as r:
+        r.archive_snapshot(snap, "m")
+        e = r.version("m").tensors[0]
+        assert r.reader.record(e.object)["layout"] == "planes"
+        lo, hi = r.read_interval(e, 1)
+        assert np.all(np.sign(lo) == np.sign(hi))          # the sign is known from one plane
+        assert np.all((lo <= w) & (w <= hi))
+    with pytest.raises(Exception):
+        Repository.init(tmp_path / "x", layouts=["planes-exp"])   # the plain layout is required

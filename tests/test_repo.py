@@ -94,7 +94,7 @@ def test_large_tensors_multi_chunk_both_layouts(force, monkeypatch):
     from pas import dtypes, planes
     from pas.delta import select
     if force is not None:
-        monkeypatch.setattr(select, "choose", lambda words, dt, candidates, ops=():
+        monkeypatch.setattr(select, "choose", lambda words, dt, candidates, ops=(), layouts=():
                             select.Choice(force if dt.is_float and dt.itemsize >= 2 else "planes"))
     repo = Repository.in_memory(chunker={"id": "fixed", "size": 100_000})
     rng = np.random.default_rng(5)

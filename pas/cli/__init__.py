@@ -73,10 +73,12 @@ def _mb(n: int) -> str:
 @app.command()
 def init(path: Path = typer.Argument(Path("."), help="Where to create the repository."),
          chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB)."),
+         sign_first: bool = typer.Option(False, "--sign-first", help="Keep the sign in the first plane of every float "
+                                         "(1-byte progressive reads need it; slightly larger)."),
          as_json: bool = JsonOpt):
     """Create a repository at PATH (its data lives in PATH/.pas)."""
     from ..repo import Repository
-    repo = Repository.init(path, chunk_size=chunk_size)
+    repo = Repository.init(path, chunk_size=chunk_size, layouts=["planes"] if sign_first else None)
     info = {"path": str(repo.root), "config": repo.config}
     repo.close()
     _emit(info, as_json, lambda i: typer.echo(f"Initialized empty pas repository in {i['path']}"))

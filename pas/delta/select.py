@@ -53,7 +53,7 @@ def sample_index(n: int) -> slice:
 
 
 def choose(words: np.ndarray, dt: DType, candidates: list[tuple[object, np.ndarray, str]],
-           ops: tuple[str, ...] = ("xor", "sub")) -> Choice:
+           ops: tuple[str, ...] = ("xor", "sub"), layouts: tuple[str, ...] = planes.LAYOUTS) -> Choice:
     """Pick the cheapest encoding of ``words`` (flat bits).
 
     ``candidates`` are ``(handle, base_words, base_layout)``; base words may
@@ -68,7 +68,8 @@ def choose(words: np.ndarray, dt: DType, candidates: list[tuple[object, np.ndarr
     sample = words[idx]
     # The planes-exp permutation costs a pass on every read; on small tensors
     # it saves a few bytes at most, so they keep the plain layout.
-    layouts = planes.LAYOUTS if dt.is_float and dt.itemsize >= 2 and n >= PERMUTE_MIN_ELEMENTS else ("planes",)
+    if not (dt.is_float and dt.itemsize >= 2 and n >= PERMUTE_MIN_ELEMENTS):
+        layouts = ("planes",)
     whole = {lay: plane_entropy_bytes(planes.split(sample, dt, lay)) for lay in layouts}
     best_layout = min(whole, key=whole.get)
     scale = n / sample.shape[0]
