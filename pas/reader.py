@@ -353,16 +353,16 @@ def interval(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> tuple[np
 
 
 def midpoint(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> np.ndarray:
-    """Elements rebuilt from their top planes, the missing part set to the middle
-    of its interval: the value midpoint for floats, the bit midpoint otherwise."""
-    if dt.name in ("F16", "F32", "F64", "BF16"):
-        lo, hi = interval(top, dt, layout, n)
-        with np.errstate(invalid="ignore", over="ignore"):
-            mid = np.where(lo == hi, lo, (lo.astype(np.float64) / 2 + hi.astype(np.float64) / 2).astype(lo.dtype))
-            mid = np.where(np.isinf(lo) & np.isinf(hi) & (lo != hi), 0, mid)
-        mid = np.where(np.isnan(lo), lo, mid)   # keep NaN payload bits of the zero-filled end
-        if dt.name == "BF16":   # truncating the float32 midpoint keeps it inside [lo, hi]
-            return (mid.astype(np.float32).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
-        return mid.astype(dt.np_dtype).view(dt.bits_dtype)
-    zeros, ones = bounds(top, dt, layout, n)
-    return zeros + ((ones - zeros) >> np.array(1, zeros.dtype))
+    """Elements rebuilt from their top planes, each missing low part set to the
+    middle of its range (the first missing bit set, the rest clear), in the
+    layout's bit order. With planes-exp and one plane the sign is missing too:
+    the interval is symmetric about zero, and so the midpoint is 0."""
+    k = top.shape[0]
+    if k >= dt.itemsize:
+        return planes.merge(top, dt, layout)
+    if layout == "planes-exp" and k == 1 and dt.is_float:
+        return np.zeros(n, dt.bits_dtype)
+    full = np.zeros((dt.itemsize, n), np.uint8)
+    full[:k] = top
+    full[k] = 0x80
+    return planes.merge(full, dt, layout)

@@ -448,8 +448,11 @@ class Repository:
         if top_bytes is not None:
             if top_bytes < 1:
                 raise BadInput("--bytes must be at least 1")
-            datas = [self.read_approx(e, top_bytes) if dtypes.get(e.dtype).itemsize > top_bytes
-                     else self.read_entry(e) for e in entries]
+            def approx(e: TensorEntry, parallel: bool) -> np.ndarray:
+                if dtypes.get(e.dtype).itemsize > top_bytes:
+                    return self.read_approx(e, top_bytes)
+                return self.read_entry(e, parallel=parallel)
+            datas = self._read_entries(entries, progress, approx)
             snap.metadata["pas.approx_bytes"] = str(top_bytes)
         else:
             datas = self._read_entries(entries, progress)
@@ -460,15 +463,17 @@ class Repository:
                 snap.files[f.name] = self.read_entry(f).tobytes()
         return snap
 
-    def _read_entries(self, entries: list[TensorEntry], progress: Progress | None) -> list[np.ndarray]:
+    def _read_entries(self, entries: list[TensorEntry], progress: Progress | None,
+                      read_one: Callable[[TensorEntry, bool], np.ndarray] | None = None) -> list[np.ndarray]:
         """Decode many tensors: big ones on the pool (zstd, the Numba merge and
         hashing release the GIL), small ones here with their records read in
         one batch, where a thread hand-off would cost more than the work."""
         out: list = [None] * len(entries)
+        read_one = read_one or (lambda e, parallel: self.read_entry(e, parallel=parallel))
 
         def read(indexes: list[int], parallel: bool) -> None:
             for i in indexes:
-                out[i] = self.read_entry(entries[i], parallel=parallel)
+                out[i] = read_one(entries[i], parallel)
                 if progress:
                     progress(entries[i].nbytes)
 
