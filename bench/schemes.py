@@ -35,6 +35,17 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def write_indexed(path: Path, index: dict, frames: list[bytes]) -> int:
+    """One file: ``<u64 index length><JSON index><frames>``; returns its size."""
+    hb = json.dumps(index, separators=(",", ":")).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for c in frames:
+            f.write(c)
+    return path.stat().st_size
+
+
 class Scheme:
     name = "?"
     label = "?"
@@ -192,14 +203,8 @@ class Blosc2PerTensor(Scheme):
                 lens.append(len(c))
             index[tname] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": off, "frames": lens}
             off += sum(lens)
-        hb = json.dumps(index, separators=(",", ":")).encode()
         p = self.root / f"{vid}.b2"
-        with open(p, "wb") as f:
-            f.write(struct.pack("<Q", len(hb)))
-            f.write(hb)
-            for c in frames:
-                f.write(c)
-        self.added[vid] = p.stat().st_size
+        self.added[vid] = write_indexed(p, index, frames)
         return vid
 
     def _decode(self, info, buf, base) -> np.ndarray:
@@ -413,14 +418,8 @@ class PlaneDelta(Scheme):
             index[tname] = {"dtype": tensors[tname].dtype.str, "shape": list(a.shape), "mode": mode,
                             "offset": off, "planes": lens}
             off += sum(lens)
-        hb = json.dumps({"parent": parent_id, "tensors": index}, separators=(",", ":")).encode()
         p = self.root / f"{vid}.pd"
-        with open(p, "wb") as f:
-            f.write(struct.pack("<Q", len(hb)))
-            f.write(hb)
-            for c in frames:
-                f.write(c)
-        self.added[vid] = p.stat().st_size
+        self.added[vid] = write_indexed(p, {"parent": parent_id, "tensors": index}, frames)
         self._recent[vid] = tensors
         while len(self._recent) > self.KEEP:
             self._recent.pop(next(iter(self._recent)))
