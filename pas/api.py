@@ -71,41 +71,35 @@ class VersionHandle:
     def metadata(self) -> dict[str, str]:
         return dict(self.version.manifest["source"].get("metadata", {}))
 
-    def get_tensor(self, name: str):
-        entry = self._entry(name)
-        try:
-            return _convert(self._repo.read_entry(entry), entry.dtype, self.framework)
-        finally:
-            self._repo.reader.clear_cache()
-
     def _entry(self, name: str):
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"version {self.version.short} has no tensor {name!r}")
         return entry
 
-    def get_rows(self, name: str, start: int, stop: int):
-        """Rows [start, stop) of a tensor; reads only the chunks they lie in."""
+    def _read(self, name: str, read, convert: bool = True):
+        """``read(entry)`` on the named tensor; decoded delta bases are not kept between calls."""
+        entry = self._entry(name)
         try:
-            return _convert(self._repo.read_rows(self._entry(name), start, stop),
-                            self._entries[name].dtype, self.framework)
+            data = read(entry)
         finally:
             self._repo.reader.clear_cache()
+        return _convert(data, entry.dtype, self.framework) if convert else data
+
+    def get_tensor(self, name: str):
+        return self._read(name, self._repo.read_entry)
+
+    def get_rows(self, name: str, start: int, stop: int):
+        """Rows [start, stop) of a tensor; reads only the chunks they lie in."""
+        return self._read(name, lambda e: self._repo.read_rows(e, start, stop))
 
     def get_approx(self, name: str, k: int):
         """The tensor rebuilt from the top ``k`` bytes of each element (reads only those planes)."""
-        try:
-            return _convert(self._repo.read_approx(self._entry(name), k),
-                            self._entries[name].dtype, self.framework)
-        finally:
-            self._repo.reader.clear_cache()
+        return self._read(name, lambda e: self._repo.read_approx(e, k))
 
     def get_interval(self, name: str, k: int):
         """Exact (lo, hi) numpy bounds of every element, from its top ``k`` bytes (float tensors)."""
-        try:
-            return self._repo.read_interval(self._entry(name), k)
-        finally:
-            self._repo.reader.clear_cache()
+        return self._read(name, lambda e: self._repo.read_interval(e, k), convert=False)
 
     def dtype(self, name: str) -> str:
         return self._entries[name].dtype

@@ -29,14 +29,20 @@ def _utf8(name: str, what: str) -> bytes:
         raise BadName(f"{what} {name!r} is not valid Unicode (lone surrogate)") from None
 
 
+def _nonempty_str(name: object, what: str) -> str:
+    """The checks every kind of name starts with: a non-empty str without NUL."""
+    if not isinstance(name, str):
+        raise BadName(f"{what} must be a string, got {type(name).__name__}")
+    if not name:
+        raise BadName(f"{what} is empty")
+    if "\x00" in name:
+        raise BadName(f"{what} {name!r} contains NUL")
+    return name
+
+
 def check_tensor_name(name: object) -> str:
     """A tensor name: non-empty str, no NUL, at most 1024 characters. Returns it."""
-    if not isinstance(name, str):
-        raise BadName(f"tensor name must be a string, got {type(name).__name__}")
-    if not name:
-        raise BadName("tensor name is empty")
-    if "\x00" in name:
-        raise BadName(f"tensor name {name!r} contains NUL")
+    _nonempty_str(name, "tensor name")
     if len(name) > MAX_TENSOR_NAME:
         raise BadName(f"tensor name {name[:40]!r}... is {len(name)} characters (max {MAX_TENSOR_NAME})")
     _utf8(name, "tensor name")
@@ -49,12 +55,7 @@ def check_file_path(relpath: object) -> str:
     Refused: absolute paths, drive letters, backslashes, NUL, empty, ``.``
     and ``..`` components (``.`` too, so one file has exactly one spelling).
     """
-    if not isinstance(relpath, str):
-        raise BadName(f"file path must be a string, got {type(relpath).__name__}")
-    if not relpath:
-        raise BadName("file path is empty")
-    if "\x00" in relpath:
-        raise BadName(f"file path {relpath!r} contains NUL")
+    _nonempty_str(relpath, "file path")
     if "\\" in relpath:
         raise BadName(f"file path {relpath!r} contains a backslash (POSIX '/' paths only)")
     if relpath.startswith("/"):
@@ -80,10 +81,7 @@ def check_ref_name(name: object) -> str:
     leading ``/``, ``-`` or ``.``, no trailing ``/`` or ``.lock``, and (as in
     git) no component starting with ``.`` or ending with ``.lock``, so refs map safely onto file paths.
     """
-    if not isinstance(name, str):
-        raise BadName(f"ref name must be a string, got {type(name).__name__}")
-    if not name:
-        raise BadName("ref name is empty")
+    _nonempty_str(name, "ref name")   # NUL is also outside the allowed characters below
     if len(name) > MAX_REF_NAME:
         raise BadName(f"ref name {name[:40]!r}... is longer than {MAX_REF_NAME} characters")
     if not _REF_CHARS.fullmatch(name):

@@ -174,3 +174,27 @@ def needed_keys(store, addr: bytes) -> set[bytes]:
         keys.update(records.CHUNK + a for a in record_chunks(rec))
         addr = bytes.fromhex(rec["delta"]["base"]) if rec.get("delta") else None
     return keys
+
+
+from pas.records import CHUNK as _CHUNK  # noqa: E402
+from pas.stores.memory import MemoryStore as _MemoryStore  # noqa: E402
+
+
+class RecordingStore(_MemoryStore):
+    """A memory store that records every key read (to check what a read touches)."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: list[bytes] = []
+
+    def get_many(self, keys):
+        self.read.extend(bytes(k) for k in keys)
+        return super().get_many(keys)
+
+    def items_prefix(self, prefix):
+        for k, v in super().items_prefix(prefix):
+            self.read.append(k)
+            yield k, v
+
+    def chunk_reads(self) -> set[bytes]:
+        return {k for k in self.read if k[:1] == _CHUNK}

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from conftest import assert_same_snapshot, needed_keys, record_chunks, tensor_record
+from conftest import RecordingStore, assert_same_snapshot, needed_keys, record_chunks, tensor_record
 from test_planes import reference_split
 from test_roundtrip_property import specials
 from pas import codecs, delta, dtypes, planes, records, writer
@@ -32,7 +32,6 @@ from pas.dtypes import DTYPES
 from pas.records import CHUNK, REF, TENSOR, VERSION
 from pas.repo import DEFAULT_CONFIG, Repository
 from pas.snapshot import Snapshot, Tensor
-from pas.stores.memory import MemoryStore
 
 WIDTHS = {w: sorted(n for n, d in DTYPES.items() if d.itemsize == w) for w in (1, 2, 4, 8)}
 OPS = ("xor", "sub")
@@ -353,25 +352,10 @@ def delta_base(repo, entry) -> bytes | None:
     return bytes.fromhex(d["base"]) if d else None
 
 
-class CountingStore(MemoryStore):
-    """A memory store that records every key read."""
-
-    def __init__(self):
-        super().__init__()
-        self.read: list[bytes] = []
-
-    def get_many(self, keys):
-        self.read.extend(bytes(k) for k in keys)
-        return super().get_many(keys)
-
-    def chunk_reads(self) -> set[bytes]:
-        return {k for k in self.read if k[:1] == CHUNK}
-
-
 def counting_repo(**overrides) -> Repository:
     config = json.loads(json.dumps(DEFAULT_CONFIG))
     config.update(overrides)
-    return Repository(CountingStore(), config)
+    return Repository(RecordingStore(), config)
 
 
 # ----------------------------------------------------------- fine-tune chains

@@ -411,7 +411,8 @@ def _nested_checkpoint():
         "big": 2**80,
         "neg": -(2**70),
         "floats": [float("nan"), float("inf"), float("-inf"), -0.0, 5e-324, struct.unpack("<d", struct.pack("<Q", 0x7FF8000000012345))[0]],
-        "keys": {1: "int key", "1": "str key", True: "bool key", None: "none key", 2.5: "float key", (1, "a"): "tuple key"},
+        "keys": {1: "int key", "1": "str key", None: "none key", 2.5: "float key", (1, "a"): "tuple key"},
+        "bool_keys": {True: "bool key", False: "false key"},   # True == 1: needs a dict of its own
         "nested_tuple": (1, (2, [3, ()])),
         "bytes": b"\x00\xffabc",
         "complex": 1 - 2j,

@@ -238,19 +238,24 @@ def test_fixture_is_clean_and_has_every_kind_of_object(env):
     assert any(users == {"main", "tuned", "tuned2"} for k, users in env.users.items() if k[:1] == CHUNK)
 
 
+def flip_each_detected(env, key: bytes, offsets_of, what: str) -> int:
+    """Flip one byte of the object at each of ``offsets_of(value)``, in turn; each flip
+    must be detected, and is undone before the next. Returns the number of flips."""
+    value = env.store.get(key)
+    offsets = list(offsets_of(value))
+    for off in offsets:
+        original = flip(env.store, key, off)
+        try:
+            env.assert_detected(key, f"{what} {key[1:9].hex()} offset {off}/{len(value)}")
+        finally:
+            env.store.write([(key, original)])
+    return len(offsets)
+
+
 def test_every_chunk_byte_flip_is_detected(env):
     chunks = env.keys(CHUNK)
     assert len(chunks) >= 12
-    flips = 0
-    for key in chunks:
-        value = env.store.get(key)
-        for off in chunk_offsets(value):
-            original = flip(env.store, key, off)
-            try:
-                env.assert_detected(key, f"chunk {key[1:9].hex()} offset {off}/{len(value)}")
-            finally:
-                env.store.write([(key, original)])
-            flips += 1
+    flips = sum(flip_each_detected(env, key, chunk_offsets, "chunk") for key in chunks)
     assert flips >= 5 * len(chunks)
     env.check_clean()
 
@@ -258,16 +263,7 @@ def test_every_chunk_byte_flip_is_detected(env):
 def test_every_tensor_record_byte_flip_is_detected(env):
     """Every part of a record: the length field, the JSON (dtype, shape, layout, delta base,
     depth, frame lengths, chunk addresses), the inline frames' tags and payloads, the check."""
-    flips = 0
-    for key in env.keys(TENSOR):
-        value = env.store.get(key)
-        for off in record_offsets(value):
-            original = flip(env.store, key, off)
-            try:
-                env.assert_detected(key, f"tensor record {key[1:9].hex()} offset {off}/{len(value)}")
-            finally:
-                env.store.write([(key, original)])
-            flips += 1
+    flips = sum(flip_each_detected(env, key, record_offsets, "tensor record") for key in env.keys(TENSOR))
     assert flips >= 10 * len(env.keys(TENSOR))
     env.check_clean()
 

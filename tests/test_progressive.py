@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
+from conftest import RecordingStore
 from pas import dtypes
 from pas.reader import float_values
 from pas.repo import Repository
 from pas.snapshot import Snapshot, Tensor
-from pas.stores.memory import MemoryStore
 
 SPECIAL32 = np.array([0x7FC12345, 0x7F800001, 0x80000000, 0x00000000, 0x7F800000,
                       0xFF800000, 0x00000001, 0x807FFFFF, 0x7F7FFFFF], np.uint32)
@@ -24,16 +24,6 @@ def _snapshot(rng, scale=1.0):
     snap.add(Tensor.from_array("bf16", bf, "BF16"))
     snap.add(Tensor.from_array("i32", rng.integers(-2**31, 2**31, 1000, dtype=np.int32)))
     return snap
-
-
-class CountingStore(MemoryStore):
-    def __init__(self):
-        super().__init__()
-        self.keys_read = 0
-
-    def get_many(self, keys):
-        self.keys_read += len(keys)
-        return super().get_many(keys)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def test_top_planes_equal_full_split(repo):
 
 
 def test_one_plane_reads_fewer_chunks():
-    store = CountingStore()
+    store = RecordingStore()
     import json
 
     from pas.repo import DEFAULT_CONFIG
@@ -103,13 +93,13 @@ def test_one_plane_reads_fewer_chunks():
     r.archive_snapshot(snap, "m")
     e = r.version("m").tensors[0]
     r.reader.clear_cache()
-    store.keys_read = 0
+    store.read.clear()
     r.read_planes(e, 1)
-    one = store.keys_read
+    one = len(store.read)
     r.reader.clear_cache()
-    store.keys_read = 0
+    store.read.clear()
     r.read_entry(e)
-    full = store.keys_read
+    full = len(store.read)
     assert one - 1 == (full - 1) // 4, (one, full)   # the record, then 1 of 4 planes' chunks
 
 

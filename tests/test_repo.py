@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_same_snapshot, make_snapshot, needed_keys, record_chunks, tensor_record
+from conftest import (RecordingStore, assert_same_snapshot, make_snapshot, needed_keys, record_chunks,
+                      tensor_record)
 from pas import codecs, records
 from pas.errors import (BadInput, BadName, IntegrityError, NotARepository, NotFound, PasError,
                         RepositoryLocked, UnsupportedFormat)
@@ -16,7 +17,6 @@ from pas.records import CHUNK, REF, TENSOR, VERSION
 from pas.writer import VersionWriter
 from pas.repo import DEFAULT_CONFIG, Repository
 from pas.snapshot import Snapshot, Tensor
-from pas.stores.memory import MemoryStore
 
 
 def all_items(repo) -> dict[bytes, bytes]:
@@ -292,21 +292,6 @@ def test_log(mem_repo):
 
 
 # --------------------------------------------------------- partial reads
-class RecordingStore(MemoryStore):
-    def __init__(self):
-        super().__init__()
-        self.read: list[bytes] = []
-
-    def get_many(self, keys):
-        self.read.extend(bytes(k) for k in keys)
-        return super().get_many(keys)
-
-    def items_prefix(self, prefix):
-        for k, v in super().items_prefix(prefix):
-            self.read.append(k)
-            yield k, v
-
-
 @pytest.mark.parametrize("inline_max", [None, 64], ids=["inline", "chunked"])
 def test_partial_retrieve_reads_only_named_tensors(inline_max, monkeypatch):
     """Only the named tensors' records and chunks are read (with a small inline limit,
@@ -522,7 +507,6 @@ class _Crash(Exception):
 
 
 def test_gc_after_interrupted_archive(any_repo, monkeypatch):
-    from pas import repo as repo_mod
     snap = make_snapshot(1)
     any_repo.archive_snapshot(snap, "main")
     before = all_items(any_repo)
