@@ -103,7 +103,8 @@ def merge(planes, dtype: DType, layout: str = "planes",
     """Inverse of `split`: a flat array of ``dtype.bits_dtype`` (written into ``out`` if given).
 
     ``planes`` is a (k, n) uint8 array or a sequence of k 1-D uint8 arrays of
-    equal length (e.g. the decoded chunks of one row, used in place).
+    equal length (e.g. the decoded chunks of one row, used in place). ``base``
+    may be ``out`` itself: each element's base is read before it is written.
     """
     planes = tuple(planes)
     k, n = len(planes), (planes[0].shape[0] if planes else 0)
@@ -116,7 +117,14 @@ def merge(planes, dtype: DType, layout: str = "planes",
     basew = out if base is None else base.reshape(-1).view(dtype.bits_dtype)
     if code and basew.shape != (n,):
         raise ValueError("delta base must have as many elements as the tensor")
+    in_place = False
+    if code and np.may_share_memory(basew, out):
+        in_place = basew.ctypes.data == out.ctypes.data
+        if not in_place:
+            basew = basew.copy()   # a partial overlap: never read a base element after writing it
     if _use_numba(n):
+        if in_place:
+            code += 2   # the kernels' in-place variants: see pas/_plane_kernels.py
         writable = [p.flags.writeable for p in planes]
         if any(writable) and not all(writable):  # one Numba type for the whole tuple
             planes = tuple(p.view() for p in planes)
@@ -124,6 +132,8 @@ def merge(planes, dtype: DType, layout: str = "planes",
                 p.flags.writeable = False
         _kernels(k)[1](planes, basew, code, out, rot, e, m)
         return out
+    if in_place:
+        basew = basew.copy()   # numpy writes the planes into ``out`` before reading the base
     view = out.view(np.uint8).reshape(n, k)
     for p in range(k):
         view[:, k - 1 - p] = planes[p]

@@ -177,76 +177,100 @@ class TensorReader:
             raise IntegrityError(f"delta chain is broken at base {lay.base.hex()[:16]}")
         return base_lay
 
-    def _base_words(self, lay: _Layout, start: int, stop: int, whole: bool, parallel: bool,
-                    verify_chunks: bool) -> np.ndarray:
-        """The base's words aligned to elements [start, stop) of the target (zero-padded)."""
-        base_lay = self._base_layout(lay)
-        if whole:
-            words = self.cached(lay.base)
-            if words is None:
-                if base_lay.n > lay.n:  # a shrunk tensor needs only the base's head
-                    return self._decode(base_lay, 0, lay.n, parallel, verify_chunks)
-                words = self._decode(base_lay, 0, base_lay.n, parallel, verify_chunks)
-                self.remember(lay.base, words)
-            return delta.aligned_base(words, lay.n)
-        stop_b = min(stop, base_lay.n)
-        part = (self._decode(base_lay, start, stop_b, False, verify_chunks)
-                if start < stop_b else np.zeros(0, base_lay.dtype.bits_dtype))
-        return delta.aligned_base(part, stop - start)
+    def _chain(self, lay: _Layout) -> tuple[list[_Layout], np.ndarray | None]:
+        """The records to apply, ``lay`` first, down to a whole one or to a base
+        whose words are cached (returned with them)."""
+        chain = [lay]
+        while chain[-1].base is not None:
+            hit = self.cached(chain[-1].base)
+            if hit is not None:
+                return chain, hit
+            chain.append(self._base_layout(chain[-1]))
+        return chain, None
 
     def _decode(self, lay: _Layout, start: int, stop: int, parallel: bool,
                 verify_chunks: bool) -> np.ndarray:
+        """Elements [start, stop) of a tensor, its whole delta chain applied in one buffer.
+
+        The buffer spans the chunk rows that cover [start, stop). Levels are
+        applied bottom up, each merged in place over the one below (the
+        kernels read the base element before writing it), so a chain of any
+        depth allocates only the result. A base shorter than the tensor above
+        it is padded with zeros (`delta.aligned_base`): after each level,
+        elements past its end are cleared.
+        """
+        chain, cached = self._chain(lay)
+        rows = lay.rows(start, stop)
+        lo = int(lay.offsets[rows.start]) if rows else start
+        hi = int(lay.offsets[rows.stop]) if rows else start
+        out = np.empty(hi - lo, lay.dtype.bits_dtype)
+        if cached is not None:
+            m = max(0, min(hi, cached.shape[0]) - lo)
+            out[:m] = cached[lo:lo + m]
+            out[m:] = 0
+        for level in reversed(chain):
+            self._apply_level(level, out, lo, start, stop, parallel, verify_chunks)
+            end = max(0, min(hi, level.n) - lo)
+            if end < out.shape[0]:
+                out[end:] = 0
+        return out[start - lo: stop - lo]
+
+    def _apply_level(self, lay: _Layout, out: np.ndarray, lo: int, start: int, stop: int,
+                     parallel: bool, verify_chunks: bool) -> None:
+        """Merge the rows of one record that hold elements [start, stop) over
+        ``out`` (elements from ``lo`` on; for a delta, the base's words there).
+        Elements of ``out`` outside [start, stop) may be left wrong: the caller drops them."""
         dt = lay.dtype
-        whole = start == 0 and stop == lay.n
-        base = None
-        if lay.base is not None:
-            base = self._base_words(lay, start, stop, whole, parallel, verify_chunks)
         if lay.inline is not None:
             # Small tensors: one record holds every plane; the common path, kept short.
             pieces = [np.frombuffer(codecs.decode_chunk(f, lay.n, checked=False), np.uint8)
                       for f in lay.inline]
-            base_part = None
-            if base is not None:
-                base_part = base if whole else _window(base, start, 0, lay.n)
-            out = planes.merge(pieces, dt, lay.layout, base=base_part, op=lay.op)
-            return out if whole else out[start:stop]
-        rows = lay.rows(start, stop)
-        row_start = int(lay.offsets[rows.start]) if rows else start
-        row_stop = int(lay.offsets[rows.stop]) if rows else start
-        values = []
-        if lay.inline is None:
-            values = self.store.get_many([CHUNK + lay.addrs[p][j] for p in range(dt.itemsize) for j in rows])
-        out = np.empty(row_stop - row_start, dt.bits_dtype)
+            _merge_window(pieces, lay, 0, lay.n, out, lo)
+            return
+        rows = lay.rows(start, min(stop, lay.n))
         nrows = len(rows)
+        values = self.store.get_many([CHUNK + lay.addrs[p][j] for p in range(dt.itemsize) for j in rows])
 
         def row(i: int) -> None:
             j = rows[i]
-            pieces = [np.frombuffer(self._plane_piece(lay, p, j, values, i, nrows, verify_chunks), np.uint8)
+            scratch = self._scratch(dt.itemsize, lay.lengths[j])
+            pieces = [self._plane_piece(lay, p, j, values[p * nrows + i], verify_chunks, scratch[p])
                       for p in range(dt.itemsize)]
-            a, b = int(lay.offsets[j]) - row_start, int(lay.offsets[j + 1]) - row_start
-            row_base = None
-            if base is not None:
-                # base covers [start, stop); this row may start before start or end after stop
-                row_base = _window(base, start, int(lay.offsets[j]), int(lay.offsets[j + 1]))
-            planes.merge(pieces, dt, lay.layout, out[a:b], base=row_base, op=lay.op)
+            _merge_window(pieces, lay, int(lay.offsets[j]), int(lay.offsets[j + 1]), out, lo)
 
-        if parallel and nrows > 1 and (row_stop - row_start) * dt.itemsize >= (4 << 20):
+        span = (int(lay.offsets[rows.stop]) - int(lay.offsets[rows.start])) if rows else 0
+        if parallel and nrows > 1 and span * dt.itemsize >= (4 << 20):
             list(self._pool().map(row, range(nrows)))
         else:
             for i in range(nrows):
                 row(i)
-        return out[start - row_start: stop - row_start]
+
+    _local = threading.local()
+
+    @classmethod
+    def _scratch(cls, k: int, n: int) -> list[np.ndarray]:
+        """This thread's k reusable plane buffers of n bytes (decoding into warm
+        memory instead of fresh pages is most of the gain on big tensors)."""
+        bufs = getattr(cls._local, "bufs", None)
+        if bufs is None or len(bufs) < k or bufs[0].shape[0] < n:
+            size = max(n, bufs[0].shape[0] if bufs else 0)
+            bufs = cls._local.bufs = [np.empty(size, np.uint8) for _ in range(max(k, len(bufs or ())))]
+        return [b[:n] for b in bufs[:k]]
 
     @staticmethod
-    def _plane_piece(lay: _Layout, p: int, j: int, values: list, i: int, nrows: int,
-                     verify_chunks: bool):
-        """Decoded bytes of plane p in chunk row j (``values``: the fetched chunks, row-major by plane)."""
-        if lay.inline is not None:
-            return codecs.decode_chunk(lay.inline[p], lay.n, checked=False)
-        addr, value = lay.addrs[p][j], values[p * nrows + i]
+    def _plane_piece(lay: _Layout, p: int, j: int, value, verify_chunks: bool,
+                     into: np.ndarray | None = None) -> np.ndarray:
+        """Decoded bytes of plane p in chunk row j (``value``: its stored chunk),
+        into ``into`` where the codec can. The chunk's own check always runs (a
+        damaged byte anywhere is refused); ``verify_chunks`` also checks its address."""
+        addr = lay.addrs[p][j]
         if value is None:
             raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
-        data = codecs.decode_chunk(value, lay.lengths[j])
+        size = lay.lengths[j]
+        if into is None:
+            data = np.frombuffer(codecs.decode_chunk(value, size), np.uint8)
+        else:
+            data = np.frombuffer(codecs.decode_chunk_into(value, into), np.uint8)
         if verify_chunks:
             records.check_address(data, addr, "chunk")
         return data
@@ -273,7 +297,10 @@ class TensorReader:
         out = np.empty((k, lay.n), np.uint8)
         for p in range(k):
             for j in range(nrows):
-                data = self._plane_piece(lay, p, j, values, j, nrows, verify_chunks=True)
+                if lay.inline is not None:
+                    data = codecs.decode_chunk(lay.inline[p], lay.n, checked=False)
+                else:
+                    data = self._plane_piece(lay, p, j, values[p * nrows + j], verify_chunks=True)
                 out[p, lay.offsets[j]:lay.offsets[j + 1]] = np.frombuffer(data, np.uint8)
         if lay.base is not None:
             base_planes, _ = self.top_planes(lay.base, k)
@@ -291,20 +318,22 @@ def parse_record(addr: bytes, value: bytes) -> _Layout:
         raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: {exc}") from None
 
 
-def _window(base: np.ndarray, base_start: int, a: int, b: int) -> np.ndarray:
-    """Elements [a, b) of a base array that holds elements from ``base_start`` on.
-
-    Rows at the edges of a range read extend beyond it; those elements are
-    decoded against zeros and cut off afterwards, so their value is unused.
-    """
-    lo, hi = a - base_start, b - base_start
-    if lo >= 0 and hi <= base.shape[0]:
-        return base[lo:hi]
-    out = np.zeros(b - a, base.dtype)
-    s, e = max(lo, 0), min(hi, base.shape[0])
+def _merge_window(pieces: list[np.ndarray], lay: _Layout, a: int, b: int,
+                  out: np.ndarray, lo: int) -> None:
+    """Merge the planes of elements [a, b) of ``lay`` over ``out`` (elements from
+    ``lo`` on), in place; the part of [a, b) outside ``out`` is decoded against
+    zeros and dropped (rows of another chunking, or an inline tensor read in part)."""
+    s, e = max(a, lo) - lo, min(b, lo + out.shape[0]) - lo
+    if a - lo == s and b - lo == e:   # the common case: the row lies inside out
+        target = out[s:e]
+        planes.merge(pieces, lay.dtype, lay.layout, target, base=target, op=lay.op)
+        return
+    tmp = np.zeros(b - a, out.dtype)
     if s < e:
-        out[s - lo:e - lo] = base[s:e]
-    return out
+        tmp[s + lo - a:e + lo - a] = out[s:e]
+    planes.merge(pieces, lay.dtype, lay.layout, tmp, base=tmp, op=lay.op)
+    if s < e:
+        out[s:e] = tmp[s + lo - a:e + lo - a]
 
 
 

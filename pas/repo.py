@@ -47,7 +47,7 @@ DEFAULT_CONFIG = {
     # at a small cost in size.
     "layouts": ["planes", "planes-exp"],
     # Delta chains: at most max_depth deltas are applied to rebuild any tensor.
-    "delta": {"max_depth": 8, "ops": ["xor", "sub"]},
+    "delta": {"max_depth": 4, "ops": ["xor", "sub"]},
 }
 
 Progress = Callable[[int], None]  # called with the number of logical bytes just processed

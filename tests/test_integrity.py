@@ -71,11 +71,13 @@ class Env:
     """The on-disk repository, its store opened directly, and what each object belongs to."""
 
     def __init__(self, tmp_path, monkeypatch):
+        import pas.delta.select
         import pas.writer
         self.path = tmp_path / "repo"
         self.snaps = _snapshots()
         with monkeypatch.context() as m:
             m.setattr(pas.writer, "INLINE_MAX", INLINE_MAX)
+            m.setattr(pas.delta.select, "MIN_SAVING", 0)   # the fixture's tensors are tiny
             with Repository.init(self.path, chunk_size=2048) as repo:
                 self.results = {}
                 for name, s in self.snaps.items():

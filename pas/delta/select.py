@@ -6,8 +6,8 @@ and integer difference against each candidate base), and the option whose
 planes have the smallest order-0 entropy wins. zstd on weight planes sits
 within a few percent of that floor (compression-facts.md §3), so the
 estimate ranks options as the real coder would, at a fraction of the cost.
-A delta must beat whole storage by `MIN_GAIN` to be chosen: it costs a base
-decode on every read.
+A delta must beat whole storage by `MIN_GAIN` and by `MIN_SAVING` bytes to
+be chosen: it costs a base decode on every read.
 """
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ from . import aligned_base
 SAMPLE = 1 << 14
 #: Tensors with fewer elements are not considered for the planes-exp layout.
 PERMUTE_MIN_ELEMENTS = 1 << 14
-#: A delta is used only if its estimate is below this share of whole storage.
+#: A delta is used only if its estimate is below this share of whole storage...
 MIN_GAIN = 0.97
+#: ... and saves at least this many bytes: every read of a delta also decodes
+#: its base, a fixed cost (a record, a merge) that a few saved bytes on a
+#: bias or a norm never repay; those stay whole and out of every chain.
+MIN_SAVING = 4096
 
 
 @dataclass
@@ -79,7 +83,8 @@ def choose(words: np.ndarray, dt: DType, candidates: list[tuple[object, np.ndarr
         base_sample = aligned_base(base_words, n)[idx]
         for op in ops:
             est = plane_entropy_bytes(planes.split(sample, dt, base_layout, base=base_sample, op=op)) * scale
-            if est < best.estimate and est < MIN_GAIN * best.whole_estimate:
+            if (est < best.estimate and est < MIN_GAIN * best.whole_estimate
+                    and best.whole_estimate - est >= MIN_SAVING):
                 best = Choice(base_layout, op, handle, est, best.whole_estimate)
     return best
 
