@@ -253,4 +253,14 @@ def merge1(planes, base, op, out, rot, e_bits, m_bits):
             out[i] = _unsub(p0[i], out[i], 8)
 
 
+@numba.njit(cache=True, nogil=True)
+def plane_histograms(planes, counts):
+    """counts[p, b] += occurrences of byte b in row p of ``planes`` (k, n)."""
+    for p in range(planes.shape[0]):
+        row = planes[p]
+        c = counts[p]
+        for i in range(row.shape[0]):
+            c[row[i]] += 1
+
+
 KERNELS = {1: (split1, merge1), 2: (split2, merge2), 4: (split4, merge4), 8: (split8, merge8)}

@@ -315,11 +315,11 @@ class Repository:
         # stored version (a fine-tune archived without its lineage).
         base_version = self.version(parent_id) if parent_id else self.find_similar(snapshot)
         bases = BaseIndex(self, base_version) if base_version is not None else None
-        w = VersionWriter(self, progress, bases)
-        entries = [w.add_tensor(t) for t in snapshot.tensors.values()]
+        w = VersionWriter(self, progress, bases, workers=_workers())
+        entries = w.add_tensors(snapshot.tensors.values())
         w.bases = None  # side files are stored whole (deduplicated by content)
-        files = [w.add_tensor(Tensor.from_array(p, np.frombuffer(b, np.uint8)), side_file=True)
-                 for p, b in snapshot.files.items()]
+        files = w.add_tensors([Tensor.from_array(p, np.frombuffer(b, np.uint8)) for p, b in snapshot.files.items()],
+                              side_file=True)
         manifest = {
             "format": FORMAT_VERSION,
             "name": name,

@@ -1,16 +1,19 @@
 """Writing one version: dedup, whole-or-delta choice, plane split, chunking, safe write order.
 
-For each tensor: if its content address exists (confirmed byte for byte) it
-is reused; otherwise `pas.delta.select` picks whole storage or a delta
-against a base from `BaseIndex`, the planes are split (delta fused in), cut
-into chunks, deduplicated and compressed in parallel. Chunks are written in
+For each tensor, in order: if its content address exists (confirmed byte for
+byte) it is reused; otherwise it is encoded on a worker thread:
+`pas.delta.select` picks whole storage or a delta against a base from
+`BaseIndex`, the planes are split (delta fused in), cut into chunks,
+deduplicated and compressed. Chunks are written in
 bulk as they come; the tensor records, manifest and ref are written by
 `commit` in one synced batch, after a store flush (docs/format.md §6).
 """
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -84,7 +87,8 @@ class BaseIndex:
 class VersionWriter:
     """Collects the objects of one version and writes them in the safe order."""
 
-    def __init__(self, repo, progress: Progress | None = None, bases: BaseIndex | None = None):
+    def __init__(self, repo, progress: Progress | None = None, bases: BaseIndex | None = None,
+                 workers: int = 1):
         self.repo = repo
         self.store = repo.store
         self.reader = repo.reader
@@ -100,17 +104,44 @@ class VersionWriter:
         self.physical_added = 0
         self.tensors_reused = self.chunks_written = self.chunks_reused = 0
         self.deltas: dict[str, int] = defaultdict(int)   # "whole", "xor", "sub" -> count
+        self.reserved: dict[bytes, np.ndarray] = {}      # chunk key -> piece another thread is encoding
+        self._lock = threading.RLock()                   # guards the fields above across encode threads
+        self.workers = workers
 
     # ----------------------------------------------------------------- tensors
     def add_tensor(self, t: Tensor, side_file: bool = False) -> TensorEntry:
         """Store one tensor (or, with ``side_file``, a file's bytes as a U8 tensor:
         cut by content-defined chunks, so an edited file shares most of them)."""
+        return self.add_tensors([t], side_file)[0]
+
+    def add_tensors(self, tensors: Iterable[Tensor], side_file: bool = False) -> list[TensorEntry]:
+        """Store tensors; entries in order. Deduplication runs here, in order (so
+        equal tensors of one version are stored once); new tensors are encoded
+        on worker threads: choosing, splitting and compressing release the GIL."""
+        entries, jobs = [], []
+        for t in tensors:
+            entry, job = self._claim(t, side_file)
+            entries.append(entry)
+            if job is not None:
+                jobs.append(job)
+        if len(jobs) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="pas-encode") as ex:
+                for f in [ex.submit(self._store_tensor, *job) for job in jobs]:
+                    f.result()
+        else:
+            for job in jobs:
+                self._store_tensor(*job)
+        return entries
+
+    def _claim(self, t: Tensor, side_file: bool) -> tuple[TensorEntry, tuple | None]:
+        """The tensor's entry, and the encoding job when its content is new."""
         dt = dtypes.get(t.dtype)
         data = dtypes.as_le_contiguous(t.data)
         if tuple(data.shape) != tuple(t.shape) or data.dtype.itemsize != dt.itemsize:
             raise BadInput(f"tensor {t.name!r}: data does not match its dtype/shape")
         words = data.reshape(-1).view(dt.bits_dtype)
         addr = records.address(tensor_digest(t.dtype, t.shape, data), data.nbytes)
+        job = None
         for variant in range(256):
             addr = records.with_variant(addr, variant)
             key = TENSOR + addr
@@ -120,7 +151,8 @@ class VersionWriter:
                 continue
             value = self.store.get(key)
             if value is None:
-                self._store_tensor(t, addr, dt, words, side_file)
+                self.new_tensors[key] = words
+                job = (t, addr, dt, words, side_file)
                 break
             if self._same_stored_tensor(addr, words):
                 self.tensors_reused += 1
@@ -130,7 +162,7 @@ class VersionWriter:
         self.reader.remember(addr, words)   # the next version in a chain deltas against it
         if self.progress:
             self.progress(data.nbytes)
-        return TensorEntry(t.name, t.dtype, tuple(t.shape), int(data.nbytes), addr)
+        return TensorEntry(t.name, t.dtype, tuple(t.shape), int(data.nbytes), addr), job
 
     def _same_stored_tensor(self, addr: bytes, words: np.ndarray) -> bool:
         # Confirm a dedup hit: decode what is stored and compare bytes.
@@ -143,7 +175,8 @@ class VersionWriter:
     def _store_tensor(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray,
                       side_file: bool = False) -> None:
         candidates = []
-        if self.bases is not None:
+        # A tensor smaller than select.MIN_SAVING can never be a delta: skip decoding bases.
+        if self.bases is not None and words.nbytes >= select.MIN_SAVING:
             for e in self.bases.candidates(t, words):
                 lay = self.reader.parse(e.object)
                 if lay.depth + 1 > self.max_depth or lay.dtype.name != dt.name:
@@ -158,7 +191,6 @@ class VersionWriter:
             base_words = select.aligned_base(base_words, words.shape[0])
             rec["delta"] = {"op": choice.op, "base": entry.object.hex()}
             rec["depth"] = self.reader.parse(entry.object).depth + 1
-        self.deltas[choice.op or "whole"] += 1
         plane_buf = planes.split(words, dt, choice.layout, base=base_words, op=choice.op)
         compressor = self.repo.compressor
         rec["codec"] = compressor.get_config()
@@ -173,37 +205,42 @@ class VersionWriter:
             rec["chunks"] = [self._add_stream(plane_buf[p], chunker) for p in range(plane_buf.shape[0])]
         value = records.pack_tensor_record(rec, payload)
         key = TENSOR + addr
-        self.final.append((key, value))
-        self.new_tensors[key] = words
-        self.physical_added += len(key) + len(value)
+        with self._lock:
+            self.deltas[choice.op or "whole"] += 1
+            self.final.append((key, value))
+            self.physical_added += len(key) + len(value)
 
     # ------------------------------------------------------------------ chunks
     def _add_stream(self, stream: np.ndarray, chunker) -> list[str]:
         cuts = chunker.cuts_of(stream)
         pieces = [stream[off:off + n] for off, n in cuts]
+        digests = [records.address(digest(memoryview(piece)), piece.size) for piece in pieces]
         addrs = []
-        new: dict[bytes, int] = {}   # key of a piece first seen in this stream -> its index
-        for i, piece in enumerate(pieces):
-            addr, is_new = self._resolve_chunk(records.address(digest(memoryview(piece)), piece.size),
-                                               piece, new, pieces)
-            addrs.append(addr)
-            if is_new:
-                new[CHUNK + addr] = i
-            else:
-                self.chunks_reused += 1
+        new: dict[bytes, int] = {}   # key of a piece this call writes -> its index
+        with self._lock:   # resolving and reserving are one step: another thread may hold the same piece
+            for i, piece in enumerate(pieces):
+                addr, is_new = self._resolve_chunk(digests[i], piece, new, pieces)
+                addrs.append(addr)
+                if is_new:
+                    new[CHUNK + addr] = i
+                    self.reserved[CHUNK + addr] = piece
+                else:
+                    self.chunks_reused += 1
         compressor = self.repo.compressor
         todo = list(new.items())
         if len(todo) > 1:
             values = list(self.repo.pool.map(lambda kv: codecs.encode_chunk(pieces[kv[1]], compressor), todo))
         else:
             values = [codecs.encode_chunk(pieces[i], compressor) for _, i in todo]
-        for (key, _), value in zip(todo, values):
-            self.pending[key] = value
-            self.pending_bytes += len(value)
-            self.physical_added += len(key) + len(value)
-            self.chunks_written += 1
-        if self.pending_bytes >= BATCH_BYTES:
-            self.flush()
+        with self._lock:
+            for (key, _), value in zip(todo, values):
+                self.pending[key] = value
+                del self.reserved[key]
+                self.pending_bytes += len(value)
+                self.physical_added += len(key) + len(value)
+                self.chunks_written += 1
+            if self.pending_bytes >= BATCH_BYTES:
+                self.flush()
         return [a.hex() for a in addrs]
 
     def _resolve_chunk(self, addr: bytes, piece: np.ndarray, new: dict[bytes, int],
@@ -211,14 +248,16 @@ class VersionWriter:
         """The address this piece is stored under, and whether it still has to be written.
 
         A digest match is confirmed by comparing bytes: against pieces of this
-        stream not yet encoded, pending chunks, then the store.
+        stream not yet encoded, pieces other threads are encoding, pending
+        chunks, then the store. Called under the writer's lock.
         """
         raw = piece.tobytes()
         for variant in range(256):
             addr = records.with_variant(addr, variant)
             key = CHUNK + addr
-            if key in new:
-                if pieces[new[key]].tobytes() == raw:
+            other = pieces[new[key]] if key in new else self.reserved.get(key)
+            if other is not None:
+                if other.tobytes() == raw:
                     return addr, False
                 continue
             value = self.pending.get(key)

@@ -11,6 +11,7 @@ be chosen: it costs a base decode on every read.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +46,13 @@ def plane_entropy_bytes(plane_sample: np.ndarray) -> float:
     k, n = plane_sample.shape
     if n == 0:
         return 0.0
-    # One histogram for all planes: plane p's byte b counts in bin 256*p + b.
-    offsets = (np.arange(k, dtype=np.int64) * 256)[:, None]
-    counts = np.bincount((plane_sample + offsets).ravel(), minlength=256 * k)
+    if "pas._plane_kernels" in sys.modules:   # loaded by any big tensor: ~8x faster than bincount
+        counts = np.zeros((k, 256), np.int64)
+        sys.modules["pas._plane_kernels"].plane_histograms(plane_sample, counts)
+    else:
+        # One histogram for all planes: plane p's byte b counts in bin 256*p + b.
+        offsets = (np.arange(k, dtype=np.int64) * 256)[:, None]
+        counts = np.bincount((plane_sample + offsets).ravel(), minlength=256 * k)
     counts = counts[counts > 0]
     return float(-(counts * np.log2(counts / n)).sum()) / 8
 
