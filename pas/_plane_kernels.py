@@ -263,4 +263,16 @@ def plane_histograms(planes, counts):
             c[row[i]] += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def gather1(p0, table, out):
+    for i in range(out.shape[0]):
+        out[i] = table[p0[i]]
+
+
+@numba.njit(cache=True, nogil=True)
+def gather2(p0, p1, table, out):
+    for i in range(out.shape[0]):
+        out[i] = table[(numba.intp(p0[i]) << 8) | numba.intp(p1[i])]
+
+
 KERNELS = {1: (split1, merge1), 2: (split2, merge2), 4: (split4, merge4), 8: (split8, merge8)}

@@ -142,3 +142,17 @@ def merge(planes, dtype: DType, layout: str = "planes",
     if code:
         out[:] = delta.decode(out, basew, op)
     return out
+
+
+def gather(top: tuple[np.ndarray, ...], table: np.ndarray) -> np.ndarray:
+    """``table[index]`` for every element, the index being its bytes in the one
+    or two given planes read as a big-endian number (pas.reader.midpoint)."""
+    n = top[0].shape[0]
+    if _use_numba(n):
+        out = np.empty(n, table.dtype)
+        from ._plane_kernels import gather1, gather2
+        (gather1 if len(top) == 1 else gather2)(*top, table, out)
+        return out
+    if len(top) == 1:
+        return table[top[0]]
+    return table[(top[0].astype(np.intp) << 8) | top[1]]

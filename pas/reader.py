@@ -10,6 +10,7 @@ does a read of the top K planes.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import threading
@@ -297,11 +298,13 @@ class TensorReader:
         out = np.empty((k, lay.n), np.uint8)
         for p in range(k):
             for j in range(nrows):
+                into = out[p, lay.offsets[j]:lay.offsets[j + 1]]
                 if lay.inline is not None:
-                    data = codecs.decode_chunk(lay.inline[p], lay.n, checked=False)
+                    data = codecs.decode_chunk_into(lay.inline[p], into, checked=False)
                 else:
-                    data = self._plane_piece(lay, p, j, values[p * nrows + j], verify_chunks=True)
-                out[p, lay.offsets[j]:lay.offsets[j + 1]] = np.frombuffer(data, np.uint8)
+                    data = self._plane_piece(lay, p, j, values[p * nrows + j], True, into)
+                if np.frombuffer(data, np.uint8).ctypes.data != into.ctypes.data:
+                    into[:] = np.frombuffer(data, np.uint8)   # raw chunks come back as views of the value
         if lay.base is not None:
             base_planes, _ = self.top_planes(lay.base, k)
             nb = min(base_planes.shape[1], lay.n)
@@ -385,13 +388,33 @@ def midpoint(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> np.ndarr
     """Elements rebuilt from their top planes, each missing low part set to the
     middle of its range (the first missing bit set, the rest clear), in the
     layout's bit order. With planes-exp and one plane the sign is missing too:
-    the interval is symmetric about zero, and so the midpoint is 0."""
+    the interval is symmetric about zero, and so the midpoint is 0.
+
+    For one or two known planes every element's result depends on its top
+    bytes alone, so it is looked up in a table of all 256 or 65,536 cases (one
+    pass, no full-size plane array to build and merge)."""
     k = top.shape[0]
     if k >= dt.itemsize:
         return planes.merge(top, dt, layout)
     if layout == "planes-exp" and k == 1 and dt.is_float:
         return np.zeros(n, dt.bits_dtype)
+    if k <= 2:
+        return planes.gather(tuple(top), _midpoint_table(dt.name, layout, k))
     full = np.zeros((dt.itemsize, n), np.uint8)
+    full[:k] = top
+    full[k] = 0x80
+    return planes.merge(full, dt, layout)
+
+
+@functools.lru_cache(maxsize=64)
+def _midpoint_table(dtype_name: str, layout: str, k: int) -> np.ndarray:
+    """Midpoint words for every value of the top k planes (k = 1 or 2), indexed
+    by the top bytes read as one big-endian number."""
+    dt = dtypes.get(dtype_name)
+    cases = np.arange(256 ** k, dtype=np.uint32)
+    top = np.stack([((cases >> np.uint32(8 * (k - 1 - p))) & np.uint32(255)).astype(np.uint8)
+                    for p in range(k)])
+    full = np.zeros((dt.itemsize, cases.size), np.uint8)
     full[:k] = top
     full[k] = 0x80
     return planes.merge(full, dt, layout)
