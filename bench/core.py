@@ -39,6 +39,8 @@ import numpy as np
 
 from . import datasets as D
 from . import tensorio
+from .floor import PlaneFloor, version_floor
+from .memory import PeakRSS, drop_page_cache
 from .schemes import SCHEMES, Scheme, dir_bytes
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -163,6 +165,15 @@ def machine_info() -> dict:
 # ----------------------------------------------------------------------------
 # the measurement
 # ----------------------------------------------------------------------------
+def _pas_repository():
+    """pas's Repository class (schemes holding one get the entropy floor), or a type nothing is."""
+    try:
+        from pas.repo import Repository
+        return Repository
+    except Exception:   # a half-written core must not stop the baselines
+        return type("NoRepository", (), {})
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 
@@ -252,6 +263,27 @@ def time_top_bytes(scheme, datasets, ids, repeat: int, rep: Reporter, ks=(1, 2))
     return out
 
 
+def time_cold_newest(scheme, datasets, ids, rep: Reporter) -> dict:
+    """Per dataset: one retrieve of the newest version with the page cache dropped
+    first (the store closed, caches dropped, the store reopened). Where the OS does
+    not let us drop the cache, says why and measures nothing."""
+    out = {}
+    for ds in datasets:
+        sid = ids.get((ds.name, ds.versions[-1].id))
+        if sid is None:
+            continue
+        scheme.close()
+        why = drop_page_cache()
+        scheme.reopen()
+        if why:
+            return {"error": why}
+        t0 = time.perf_counter()
+        got = scheme.retrieve(sid)
+        out[ds.name] = {"version": ds.versions[-1].id, "seconds": round(time.perf_counter() - t0, 4)}
+        got = None  # noqa: F841 - freed before the next drop
+    return out
+
+
 def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: Path, repeat: int,
                archive_repeat: int, rep: Reporter) -> dict:
     """Archive everything ``archive_repeat`` times, retrieve everything ``repeat`` times.
@@ -265,9 +297,10 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
     order = [(ds, v) for ds in datasets for v in ds.versions]
     times = {(ds.name, v.id): [] for ds, v in order}
     errors: dict[tuple[str, str], str] = {}
-    pass_totals, close_times = [], []
+    pass_totals, close_times, archive_peaks = [], [], []
     root = work / cls.name
     scheme = None
+    floor_seen: set[bytes] = set()   # pas objects whose entropy floor is counted (bench.floor)
 
     def fail(key, what, e):
         if key not in errors:
@@ -281,7 +314,8 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                 shutil.rmtree(root)
             scheme = cls(root)
             ids: dict[tuple[str, str], str] = {}
-            with rep.task(f"{cls.name}: archive pass {r + 1}/{archive_repeat}", len(order)) as adv:
+            with rep.task(f"{cls.name}: archive pass {r + 1}/{archive_repeat}", len(order)) as adv, \
+                    PeakRSS() as mem:
                 total = 0.0
                 for ds, v in order:
                     key = (ds.name, v.id)
@@ -308,6 +342,7 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                 scheme.close()
                 close_times.append(time.perf_counter() - t0)
                 pass_totals.append(total + close_times[-1])
+            archive_peaks.append(mem.peak_above_start)
         scheme.reopen()
         res["physical_bytes"] = int(scheme.physical_bytes())
         one_repeat = max(5, repeat)
@@ -322,14 +357,18 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                     "store_id": sid, "physical_added": int(scheme.added.get(sid, 0)),
                     "archive_s": median(times[key]), "archive_s_all": [round(t, 4) for t in times[key]],
                 }
+                if isinstance(getattr(scheme, "repo", None), _pas_repository()):
+                    pf = version_floor(scheme.repo, sid, floor_seen)
+                    vr["entropy_floor"], vr["planes"] = pf.total_floor, pf.to_json()
                 full, ones, errs = [], [], []
                 try:
                     got = None
-                    for _ in range(repeat):
-                        got = None  # freed by refcount (gc.collect costs ~0.25 s once torch is loaded)
-                        t0 = time.perf_counter()
-                        got = scheme.retrieve(sid)
-                        full.append(time.perf_counter() - t0)
+                    with PeakRSS() as mem:
+                        for _ in range(repeat):
+                            got = None  # freed by refcount (gc.collect costs ~0.25 s once torch is loaded)
+                            t0 = time.perf_counter()
+                            got = scheme.retrieve(sid)
+                            full.append(time.perf_counter() - t0)
                     src = tensorio.load(v.path)
                     errs = verify_all(src, got)
                     got = None
@@ -352,6 +391,7 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                     continue
                 vr.update({
                     "retrieve_s": median(full), "retrieve_s_all": [round(t, 4) for t in full],
+                    "retrieve_peak_bytes": mem.peak_above_start,
                     "one_tensor_s": median(ones), "one_tensor_s_all": [round(t, 5) for t in ones],
                     "verified": not errs, "verify_errors": errs[:10], "n_verify_errors": len(errs),
                 })
@@ -361,7 +401,9 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                 adv()
         if hasattr(scheme, "retrieve_top"):
             res["top_bytes"] = time_top_bytes(scheme, datasets, ids, repeat, rep)
+        res["cold"] = time_cold_newest(scheme, datasets, ids, rep)
         scheme.close()
+        res["archive_peak_bytes"] = max((x for x in archive_peaks if x is not None), default=None)
         res["disk_bytes"] = dir_bytes(root)
         res["archive_pass_s"] = pass_totals
         res["close_s"] = median(close_times)
@@ -420,6 +462,17 @@ def retrieval_timings(ds, meta, per_v: list[dict], top: dict | None) -> dict:
     return out
 
 
+def _merge_planes(lists) -> list[dict] | None:
+    """Sum per-plane floor records (bench.floor.PlaneFloor.to_json); None if any is missing."""
+    total = PlaneFloor()
+    for planes in lists:
+        if planes is None:
+            return None
+        for x in planes:
+            total.add(x["plane"], x["stored_bytes"], x["floor_bytes"], x["logical_bytes"])
+    return total.to_json()
+
+
 def summarize(datasets, meta, raw: dict) -> dict:
     """Per dataset and in total, per scheme (from run_scheme's per-version figures)."""
     out_ds = []
@@ -440,6 +493,8 @@ def summarize(datasets, meta, raw: dict) -> dict:
                 lb = m["logical_bytes"]
                 per_v.append({
                     "id": v.id, "logical_bytes": lb, "physical_added": x["physical_added"],
+                    "entropy_floor": x.get("entropy_floor"), "planes": x.get("planes"),
+                    "retrieve_s_all": x.get("retrieve_s_all"), "retrieve_peak_bytes": x.get("retrieve_peak_bytes"),
                     "ratio": round(x["physical_added"] / lb, 4) if lb else None,
                     "archive_s": x["archive_s"], "archive_mb_s": mbps(lb, x["archive_s"]),
                     "retrieve_s": x["retrieve_s"], "retrieve_mb_s": mbps(lb, x["retrieve_s"]),
@@ -450,6 +505,12 @@ def summarize(datasets, meta, raw: dict) -> dict:
                 })
             lb = d["logical_bytes"]
             phys = sum(x["physical_added"] for x in vrs)
+            floor = (sum(x["entropy_floor"] for x in vrs)
+                     if all(x.get("entropy_floor") is not None for x in vrs) else None)
+            planes = _merge_planes(x.get("planes") for x in vrs)
+            peaks = [x["retrieve_peak_bytes"] for x in vrs if x.get("retrieve_peak_bytes") is not None]
+            spread = [sum(min(x["retrieve_s_all"]) for x in vrs), sum(max(x["retrieve_s_all"]) for x in vrs)]
+            cold = (r.get("cold") or {}).get(ds.name)
             a_s = sum(x["archive_s"] for x in vrs)
             r_s = sum(x["retrieve_s"] for x in vrs)
             one_ratios = [p["one_tensor"]["ratio_to_full"] for p in per_v if p["one_tensor"]["ratio_to_full"] is not None]
@@ -458,6 +519,9 @@ def summarize(datasets, meta, raw: dict) -> dict:
             d["schemes"][sname] = {
                 "timings": timings,
                 "ok": all(x["verified"] for x in vrs), "logical_bytes": lb, "physical_bytes": phys,
+                "entropy_floor": floor, "planes": planes,
+                "retrieve_peak_bytes": max(peaks, default=None), "retrieve_s_range": spread,
+                "cold_newest_s": cold["seconds"] if cold else None,
                 "ratio": round(phys / lb, 4) if lb else None, "factor": round(lb / phys, 3) if phys else None,
                 "archive_s": a_s, "archive_mb_s": mbps(lb, a_s),
                 "retrieve_s": r_s, "retrieve_mb_s": mbps(lb, r_s),
@@ -483,6 +547,15 @@ def summarize(datasets, meta, raw: dict) -> dict:
             "ok": r["ok"], "error": r.get("error"), "label": r["label"], "description": r["description"],
             "logical_bytes": total_lb, "physical_bytes": phys,
             "physical_added_sum": sum(d["schemes"][sname]["physical_bytes"] for d in out_ds),
+            "entropy_floor": (sum(d["schemes"][sname]["entropy_floor"] for d in out_ds)
+                              if all(d["schemes"][sname].get("entropy_floor") is not None for d in out_ds)
+                              else None),
+            "planes": _merge_planes(d["schemes"][sname].get("planes") for d in out_ds),
+            "archive_peak_bytes": r.get("archive_peak_bytes"),
+            "retrieve_peak_bytes": max((d["schemes"][sname]["retrieve_peak_bytes"] for d in out_ds
+                                        if d["schemes"][sname].get("retrieve_peak_bytes") is not None), default=None),
+            "retrieve_s_range": [sum(d["schemes"][sname]["retrieve_s_range"][i] for d in out_ds) for i in (0, 1)],
+            "cold": r.get("cold"),
             "disk_bytes": r.get("disk_bytes"),
             "ratio": round(phys / total_lb, 4) if total_lb else None,
             "factor": round(total_lb / phys, 3) if phys else None,
@@ -500,6 +573,93 @@ def summarize(datasets, meta, raw: dict) -> dict:
 # ----------------------------------------------------------------------------
 def _f(x, fmt="{:.1f}", none="–"):
     return none if x is None else fmt.format(x)
+
+
+def _ok(x: dict | None) -> bool:
+    return bool(x) and x.get("ratio") is not None and x.get("retrieve_mb_s")
+
+
+def answers_md(report: dict) -> list[str]:
+    """The questions a reader comes with, per dataset: which scheme is smallest,
+    which retrieves fastest, where pas stands against each alternative (ratios
+    measured in this run), and how far pas is from its entropy floor."""
+    L = ["## Answers", "",
+         "Per dataset (and for everything in one store): the smallest scheme, the fastest to retrieve every "
+         "version, and pas against each alternative: **size** = alternative's footprint / pas's (above 1: pas "
+         "is smaller), **retrieve** and **archive** = pas's MB/s / the alternative's (above 1: pas is faster). "
+         "Floor = pas's footprint / the entropy floor of what it stores.", ""]
+    rows = [(d["name"], d["schemes"]) for d in report["datasets"]] + [("**all** (one store)", report["totals"])]
+    pas_names = [s for s in report["totals"] if s == "pas"]
+    alts = [s for s in report["totals"] if not s.startswith("pas")]
+    head = ["dataset", "smallest", "fastest retrieve"] + [f"pas vs {a}" for a in alts] + ["pas floor"]
+    L.append("| " + " | ".join(head) + " |")
+    L.append("|---|---|---|" + "---:|" * (len(alts) + 1))
+    for name, schemes in rows:
+        ok = {s: x for s, x in schemes.items() if _ok(x)}
+        if not ok:
+            continue
+        small = min(ok, key=lambda s: ok[s]["physical_bytes"])
+        fast = max(ok, key=lambda s: ok[s]["retrieve_mb_s"])
+        cells = [name, f"{small} ({ok[small]['physical_bytes'] / MB:.1f} MB)",
+                 f"{fast} ({ok[fast]['retrieve_mb_s']:.0f} MB/s)"]
+        p = ok.get(pas_names[0]) if pas_names else None
+        for a in alts:
+            x = ok.get(a)
+            if p is None or x is None:
+                cells.append("–")
+                continue
+            arch = (f" · archive {p['archive_mb_s'] / x['archive_mb_s']:.2f}x"
+                    if p.get("archive_mb_s") and x.get("archive_mb_s") else "")
+            cells.append(f"size {x['physical_bytes'] / p['physical_bytes']:.2f}x · retrieve "
+                         f"{p['retrieve_mb_s'] / x['retrieve_mb_s']:.2f}x{arch}")
+        floor = p.get("entropy_floor") if p else None
+        cells.append(f"{p['physical_bytes'] / floor:.3f}" if floor else "–")
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    return L
+
+
+def resources_md(report: dict) -> list[str]:
+    """Peak memory, cold-cache retrieval, timing spread and pas's per-plane floor."""
+    L = ["## Memory, cold cache and spread", "",
+         "Peak memory = the highest resident set size above the phase's start (sampled every 2 ms): archive = "
+         "the whole archive pass, retrieve = the worst version. Cold = the newest version of each dataset "
+         "retrieved once after the page cache was dropped. Range = the sum over versions of the fastest and "
+         "slowest of the retrieve repeats.", ""]
+    cold_err = {s: t["cold"]["error"] for s, t in report["totals"].items()
+                if isinstance(t.get("cold"), dict) and t["cold"].get("error")}
+    names = [d["name"] for d in report["datasets"]]
+    L.append("| scheme | archive peak MB | retrieve peak MB | all versions retrieve s (min–max) | cold newest s: "
+             + ", ".join(names) + " |")
+    L.append("|---|---:|---:|---:|---:|")
+    for s, t in report["totals"].items():
+        if not t.get("ok") and t.get("ratio") is None:
+            continue
+        colds = []
+        for d in report["datasets"]:
+            x = d["schemes"].get(s) or {}
+            colds.append(_f(x.get("cold_newest_s"), "{:.3f}"))
+        rng = t.get("retrieve_s_range")
+        L.append(f"| {s} | {_f(t.get('archive_peak_bytes') / MB if t.get('archive_peak_bytes') is not None else None, '{:.0f}')} "
+                 f"| {_f(t.get('retrieve_peak_bytes') / MB if t.get('retrieve_peak_bytes') is not None else None, '{:.0f}')} "
+                 f"| {_f(t.get('retrieve_s'), '{:.2f}')} ({_f(rng[0] if rng else None, '{:.2f}')}–"
+                 f"{_f(rng[1] if rng else None, '{:.2f}')}) | {', '.join(colds)} |")
+    for s, why in cold_err.items():
+        L.append(f"\n{s}: {why}")
+    L.append("")
+    planes = (report["totals"].get("pas") or {}).get("planes")
+    if planes:
+        L += ["### pas: stored bytes against the entropy floor, by plane", "",
+              "All objects pas stored for the whole benchmark, by plane index (0 = most significant byte); "
+              "per logical byte of that plane.", "",
+              "| plane | logical MB | stored MB | floor MB | stored / logical | floor / logical | stored / floor |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+        for x in planes:
+            lg, st, fl = x["logical_bytes"], x["stored_bytes"], x["floor_bytes"]
+            L.append(f"| {x['plane']} | {lg / MB:.1f} | {st / MB:.1f} | {fl / MB:.1f} | {st / lg:.3f} | "
+                     f"{fl / lg:.3f} | {_f(st / fl if fl else None, '{:.3f}')} |")
+        L.append("")
+    return L
 
 
 def to_markdown(report: dict) -> str:
@@ -524,19 +684,23 @@ def to_markdown(report: dict) -> str:
     for s, why in skipped.items():
         L.append(f"- **{s}**: skipped ({why})")
     L.append("")
+    L.extend(answers_md(report))
+    L.extend(resources_md(report))
 
     def table(rows_of, title):
         L.append(title)
         L.append("")
-        L.append("| dataset | scheme | logical MB | physical MB | ratio | factor | archive MB/s | retrieve MB/s "
-                 "| one tensor ms (share) | one / full | bit-exact |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+        L.append("| dataset | scheme | logical MB | physical MB | entropy floor MB | ratio | factor | archive MB/s "
+                 "| retrieve MB/s | one tensor ms (share) | one / full | bit-exact |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
         for name, s, x, share in rows_of:
             if not x.get("ratio") and x.get("ratio") != 0:
-                L.append(f"| {name} | {s} | | | | | | | | | FAILED: {str(x.get('error'))[:80]} |")
+                L.append(f"| {name} | {s} | | | | | | | | | | FAILED: {str(x.get('error'))[:80]} |")
                 continue
             one_ms = x.get("one_tensor_s_median")
+            floor = x.get("entropy_floor")
             L.append(f"| {name} | {s} | {x['logical_bytes'] / MB:.1f} | {x['physical_bytes'] / MB:.1f} "
+                     f"| {_f(floor / MB if floor is not None else None, '{:.1f}')} "
                      f"| {x['ratio']:.3f} | {x['factor']:.2f}x | {_f(x.get('archive_mb_s'), '{:.0f}')} "
                      f"| {_f(x.get('retrieve_mb_s'), '{:.0f}')} "
                      f"| {_f(one_ms * 1e3 if one_ms is not None else None, '{:.1f}')}"
@@ -553,7 +717,9 @@ def to_markdown(report: dict) -> str:
     tot_rows = [("**all**", s, dict(x, one_tensor_s_median=None), None) for s, x in report["totals"].items()]
     table(tot_rows, "## Total (one store per scheme)")
     L.append("Total physical MB is the whole store (`physical_bytes()`); per dataset it is the sum of what each "
-             "archive call added.")
+             "archive call added. Entropy floor (pas): the order-0 entropy of every plane stream pas stored, "
+             "each chunk and inline plane on its own, given pas's choices of layout, delta and base: the limit "
+             "for any per-chunk static byte coder on what pas keeps (records, keys and checks not included).")
     L.append("")
     refs = {s: REFERENCE_MB[s] for s in report["totals"] if s in REFERENCE_MB}
     if refs and any(d["name"] in r for d in report["datasets"] for r in refs.values()):

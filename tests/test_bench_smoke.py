@@ -137,6 +137,12 @@ def test_pas_in_harness(tmp_path):
     assert set(tb) == {"1", "2"}
     for k, x in tb.items():
         assert x.get("seconds") is not None and x["ratio_to_full"] > 0, (k, x)
+    # the entropy floor of what pas stored: per version, summed per dataset and in total
+    [ds] = report["datasets"]
+    floors = [v["entropy_floor"] for v in ds["schemes"]["pas"]["versions"]]
+    assert all(isinstance(f, int) and f > 0 for f in floors), floors
+    assert ds["schemes"]["pas"]["entropy_floor"] == sum(floors) == report["totals"]["pas"]["entropy_floor"]
+    assert "entropy floor MB" in (tmp_path / "out" / "core.md").read_text()
 
 
 def _check(report: dict, expected: set[str]) -> None:

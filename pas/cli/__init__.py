@@ -271,6 +271,25 @@ def stats(as_json: bool = JsonOpt):
         f"(ratio {s['ratio']}), on disk {_mb(s['disk_bytes'])}"))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context,
+          quick: bool = typer.Option(False, "--quick", help="The quick corpus and the smallest real model (about 2 minutes)."),
+          data: Optional[List[Path]] = typer.Option(None, "--data", help="Benchmark this folder of checkpoints (or corpus) instead."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Where to write core.json, core.md and the plots.")):
+    """Run the storage benchmark: pas against the alternatives, same data, same run.
+
+    Any other option goes to the harness (`python -m bench --help`: --schemes,
+    --repeat, --synthetic, ...). Needs the repository checkout's `bench` package.
+    """
+    try:
+        from bench.core import main as bench_main
+    except ImportError as exc:
+        raise PasError(f"the benchmark suite is not installed ({exc}); run it from a pas checkout") from None
+    argv = (["--quick"] if quick else []) + [a for d in data or () for a in ("--data", str(d))]
+    argv += (["--out", str(out)] if out else []) + (["--quiet"] if state.quiet else []) + list(ctx.args)
+    raise typer.Exit(bench_main(argv))
+
+
 def main() -> None:
     try:
         rc = app(standalone_mode=False)
