@@ -67,7 +67,7 @@ def split2(words, base, op, out, rot, e_bits, m_bits):
     e_mask, m_mask = uint16((1 << e_bits) - 1), uint16((1 << m_bits) - 1)
     p0, p1 = out[0], out[1]
     for i in range(words.shape[0]):
-        v = _delta(words[i], base[i], op, 16)
+        v = uint16(_delta(words[i], base[i], op, 16))   # back to 16 bits: the permutation vectorises
         if rot:
             v = _to_exp_first(v, e_mask, m, m_mask, top, one)
         p0[i] = uint8(v >> uint16(8))
@@ -117,7 +117,7 @@ def split4(words, base, op, out, rot, e_bits, m_bits):
     e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
     p0, p1, p2, p3 = out[0], out[1], out[2], out[3]
     for i in range(words.shape[0]):
-        v = _delta(words[i], base[i], op, 32)
+        v = uint32(_delta(words[i], base[i], op, 32))
         if rot:
             v = _to_exp_first(v, e_mask, m, m_mask, top, one)
         p0[i] = uint8(v >> uint32(24))
