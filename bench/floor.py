@@ -14,34 +14,35 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+#: Per-plane figures are kept for float tensors: plane p of an F32 and of a
+#: BF16 are different fields, so records are keyed by (dtype, plane). Other
+#: dtypes count in the total floor only.
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
 @dataclass
 class PlaneFloor:
-    """Per plane index p (0 = most significant byte): bytes stored, entropy floor,
-    and bytes before compression, summed over the objects counted."""
-    stored: list[int] = field(default_factory=list)
-    floor: list[float] = field(default_factory=list)
-    logical: list[int] = field(default_factory=list)
+    """Per (dtype, plane index p) (p = 0: the most significant byte): bytes stored,
+    entropy floor, and bytes before compression, summed over the objects counted."""
+    planes: dict[tuple[str, int], list] = field(default_factory=dict)
+    other_floor: float = 0.0
 
-    def add(self, p: int, stored: int, floor: float, logical: int) -> None:
-        while len(self.stored) <= p:
-            self.stored.append(0)
-            self.floor.append(0.0)
-            self.logical.append(0)
-        self.stored[p] += stored
-        self.floor[p] += floor
-        self.logical[p] += logical
-
-    def merge(self, other: "PlaneFloor") -> None:
-        for p in range(len(other.stored)):
-            self.add(p, other.stored[p], other.floor[p], other.logical[p])
+    def add(self, dtype: str, p: int, stored: int, floor: float, logical: int) -> None:
+        if dtype not in FLOAT_DTYPES:
+            self.other_floor += floor
+            return
+        x = self.planes.setdefault((dtype, p), [0, 0.0, 0])
+        x[0] += stored
+        x[1] += floor
+        x[2] += logical
 
     @property
     def total_floor(self) -> int:
-        return int(round(sum(self.floor)))
+        return int(round(sum(x[1] for x in self.planes.values()) + self.other_floor))
 
     def to_json(self) -> list[dict]:
-        return [{"plane": p, "stored_bytes": self.stored[p], "floor_bytes": int(round(self.floor[p])),
-                 "logical_bytes": self.logical[p]} for p in range(len(self.stored))]
+        return [{"dtype": d, "plane": p, "stored_bytes": x[0], "floor_bytes": int(round(x[1])),
+                 "logical_bytes": x[2]} for (d, p), x in sorted(self.planes.items())]
 
 
 def entropy_bytes(data: np.ndarray) -> float:
@@ -65,7 +66,7 @@ def version_floor(repo, version_id: str, seen: set[bytes]) -> PlaneFloor:
         lay = repo.reader.parse(e.object)
         for p, frame in enumerate(lay.inline or ()):
             data = np.frombuffer(codecs.decode_chunk(frame, lay.n, checked=False), np.uint8)
-            out.add(p, len(frame), entropy_bytes(data), lay.n)
+            out.add(lay.dtype.name, p, len(frame), entropy_bytes(data), lay.n)
         for p, plane in enumerate(lay.addrs):
             for a in plane:
                 if a in seen:
@@ -74,5 +75,5 @@ def version_floor(repo, version_id: str, seen: set[bytes]) -> PlaneFloor:
                 value = repo.store.get(CHUNK + a)
                 n = records.address_length(a)
                 data = np.frombuffer(codecs.decode_chunk(value, n), np.uint8)
-                out.add(p, len(value), entropy_bytes(data), n)
+                out.add(lay.dtype.name, p, len(value), entropy_bytes(data), n)
     return out

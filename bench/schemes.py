@@ -11,16 +11,28 @@ Every scheme stores versions in its own folder and offers::
 ``added[id]`` holds the physical bytes each archive call added. Arrays come
 back in pas's dtype convention (see ``tensorio``), so they compare as bytes
 with the source.
+
+pas configurations worth comparing are data, not code: every entry of
+``pas_configs.toml`` becomes one scheme (a `Pas` subclass with that entry's
+Repository config overrides), registered in ``SCHEMES`` under its name. They
+are opt-in (``--schemes pas-xor,...``); ``DEFAULT_SCHEMES`` is what the
+harness runs without ``--schemes``. See README.md, "Adding a scheme".
 """
 from __future__ import annotations
 
+import copy
+import importlib
 import importlib.util
 import json
+import os
 import shutil
 import struct
 import subprocess
+import sys
+import types
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -85,12 +97,28 @@ class Scheme:
         pass
 
 
+def _sync_tree(path: Path) -> None:
+    """fsync every file under ``path`` (or ``path`` itself), then the directories holding them."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    dirs = {p.parent for p in files} | ({path} if path.is_dir() else set())
+    for p in files:
+        with open(p, "rb+") as f:
+            os.fsync(f.fileno())
+    for d in dirs:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class RawFiles(Scheme):
-    """The files as they are: archive = copy; retrieve = read the bytes and parse."""
+    """The files as they are: archive = copy + fsync; retrieve = read the bytes and parse."""
 
     name = "raw"
     label = "raw files"
-    description = ("files copied as they are; retrieve reads the file bytes and parses them "
+    description = ("files copied as they are and synced (fsync of every file and its directory, as "
+                   "a store that reports a version saved must); retrieve reads the file bytes and parses them "
                    "(safetensors: zero-copy views; PyTorch: torch.load); one tensor: header + seek "
                    "for safetensors, torch.load(mmap=True) for PyTorch files")
 
@@ -103,6 +131,7 @@ class RawFiles(Scheme):
             shutil.copytree(src, dst)
         else:
             shutil.copyfile(src, dst)
+        _sync_tree(dst)
         self.added[vid] = dir_bytes(dst)
         return vid
 
@@ -238,12 +267,187 @@ class Blosc2PerTensor(Scheme):
         return self._decode(dict(info, offset=0), memoryview(buf), 0)
 
 
+# ----------------------------------------------------------------------------
+# ZipNN (optional: pip install --no-deps zipnn, builds a C extension)
+# ----------------------------------------------------------------------------
+class _StandIn(types.ModuleType):
+    """An import-time stand-in for torch / safetensors: any attribute is another
+    stand-in, and called with one function (``@torch.jit.script``) it returns it.
+    ZipNN's byte mode never uses them."""
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        sub = _StandIn(f"{self.__name__}.{attr}")
+        setattr(self, attr, sub)
+        return sub
+
+    def __call__(self, *args, **kwargs):
+        return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else self
+
+
+_ZIPNN: list = []    # [module] once imported
+
+
+def import_zipnn():
+    """The zipnn module. Its ``__init__`` imports torch and safetensors even for
+    the bytes API; when they are missing, stand-ins are put in ``sys.modules``
+    for the import only (so ``import torch`` elsewhere still fails honestly)."""
+    if _ZIPNN:
+        return _ZIPNN[0]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")     # torch >= 2.9: "torch.jit.script is deprecated"
+        try:
+            import zipnn
+        except ImportError as e:
+            if e.name not in ("torch", "safetensors", "safetensors.torch"):
+                raise
+            saved = {}
+            for mod in ("torch", "safetensors", "safetensors.torch"):
+                try:
+                    importlib.import_module(mod)
+                except ImportError:
+                    saved[mod] = sys.modules.get(mod, _StandIn)   # _StandIn: "was not there"
+                    sys.modules[mod] = _StandIn(mod)
+            for m in [m for m in sys.modules if m == "zipnn" or m.startswith("zipnn.")]:
+                del sys.modules[m]        # the half-imported package
+            try:
+                import zipnn
+            finally:
+                for mod, prev in saved.items():
+                    if prev is _StandIn:
+                        sys.modules.pop(mod, None)
+                    else:
+                        sys.modules[mod] = prev
+    _ZIPNN.append(zipnn)
+    return zipnn
+
+
+class ZipNNPerTensor(Scheme):
+    """Each tensor compressed with ZipNN's byte mode (``ZipNN(input_format="byte",
+    bytearray_dtype=...)``, method AUTO: byte grouping + Huffman/zstd per 256 KiB
+    chunk, its 0.95 raw guard), 2 threads; tensors of dtypes ZipNN does not take
+    (integers, bool, float64; bf16 inside PyTorch pickles, which arrive as
+    uint16 bit views) go through zstd level 3. Same file layout as `Blosc2PerTensor`.
+    """
+
+    name = "zipnn"
+    label = "ZipNN per tensor"
+    description = ("every tensor compressed with ZipNN (zipnn package) byte mode, method AUTO, "
+                   "bytearray_dtype from the file's dtype (float32, bfloat16, float16, float8), "
+                   "threads = 2; other dtypes zstd level 3 (python-zstandard); one file per version "
+                   "with a JSON index; retrieve decompresses each tensor")
+    FRAME = 1 << 30
+    THREADS = 2
+    #: safetensors dtype -> ZipNN bytearray_dtype
+    ZIPNN_DTYPES: ClassVar[dict[str, str]] = {"F32": "float32", "BF16": "bfloat16", "F16": "float16",
+                    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+    @classmethod
+    def available(cls):
+        if importlib.util.find_spec("zipnn") is None:
+            return ("zipnn is not installed (pip install --no-deps zipnn: it builds a C extension, "
+                    "needs a C compiler; without --no-deps it pulls a CUDA torch)")
+        try:
+            import_zipnn()
+        except Exception as e:  # noqa: BLE001 - a broken build must not stop the other schemes
+            return f"zipnn does not import: {type(e).__name__}: {e}"
+        return None
+
+    def __init__(self, root, threads: int | None = None):
+        super().__init__(root)
+        import zstandard
+        self._zipnn = import_zipnn()
+        self.threads = threads or self.THREADS
+        self._comp: dict[str, object] = {}        # ZipNN bytearray_dtype -> compressor
+        self._dec = self._zipnn.ZipNN(threads=self.threads)   # the frame header says how to decode
+        self._zc = zstandard.ZstdCompressor(level=3)
+        self._zd = zstandard.ZstdDecompressor()
+
+    @staticmethod
+    def _dtype_names(path: Path) -> dict[str, str]:
+        """Tensor name -> safetensors dtype name (bf16 and float8 are bit views in numpy)."""
+        out = {}
+        for f in tensorio.weight_files(path):
+            if tensorio.is_safetensors(f):
+                header, _ = tensorio.st_read_header_file(f)
+                out.update({k: v["dtype"] for k, v in header.items()})
+        return out
+
+    def _compressor(self, zdt: str):
+        c = self._comp.get(zdt)
+        if c is None:
+            c = self._comp[zdt] = self._zipnn.ZipNN(input_format="byte", bytearray_dtype=zdt,
+                                                    threads=self.threads)
+        return c
+
+    def archive(self, version_path, parent_id, name=""):
+        vid = self._new_id()
+        path = Path(version_path)
+        tensors = tensorio.load(path)
+        st_names = self._dtype_names(path)
+        index, frames, off = {}, [], 0
+        for tname, a in tensors.items():
+            a = tensorio.c_order(a)
+            st = st_names.get(tname) or tensorio.NP_TO_ST.get(a.dtype.str)
+            zdt = self.ZIPNN_DTYPES.get(st)
+            flat = a.reshape(-1).view(np.uint8)
+            lens = []
+            for s in range(0, max(flat.size, 1), self.FRAME):
+                piece = flat[s:s + self.FRAME].data
+                c = self._compressor(zdt).compress(piece) if zdt else self._zc.compress(piece)
+                frames.append(c)
+                lens.append(len(c))
+            index[tname] = {"dtype": a.dtype.str, "shape": list(a.shape), "codec": "zipnn" if zdt else "zstd",
+                            "offset": off, "frames": lens}
+            off += sum(lens)
+        p = self.root / f"{vid}.znn"
+        self.added[vid] = write_indexed(p, index, frames)
+        return vid
+
+    def _decode(self, info, buf, base) -> np.ndarray:
+        dtype = np.dtype(info["dtype"])
+        pos, parts = base + info["offset"], []
+        for n in info["frames"]:
+            c = buf[pos:pos + n]
+            parts.append(self._dec.decompress(c) if info["codec"] == "zipnn" else self._zd.decompress(c))
+            pos += n
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        return np.frombuffer(data, dtype=dtype).reshape(info["shape"])
+
+    def retrieve(self, id):
+        p = self.root / f"{id}.znn"
+        buf = bytearray(p.stat().st_size)
+        with open(p, "rb") as f:
+            f.readinto(buf)
+        mv = memoryview(buf)
+        (hlen,) = struct.unpack("<Q", mv[:8])
+        index = json.loads(bytes(mv[8:8 + hlen]))
+        return {n: self._decode(info, mv, 8 + hlen) for n, info in index.items()}
+
+    def retrieve_one(self, id, name):
+        with open(self.root / f"{id}.znn", "rb") as f:
+            (hlen,) = struct.unpack("<Q", f.read(8))
+            info = json.loads(f.read(hlen))[name]
+            f.seek(8 + hlen + info["offset"])
+            buf = f.read(sum(info["frames"]))
+        return self._decode(dict(info, offset=0), memoryview(buf), 0)
+
+
 class Pas(Scheme):
-    """pas through its Python API (``pas.repo.Repository``)."""
+    """pas through its Python API (``pas.repo.Repository``).
+
+    ``overrides`` (Repository config overrides, see `init_pas_repo`) and
+    ``plugin`` (a module imported first, e.g. one registering a codec) are
+    empty for the default configuration; ``pas_configs.toml`` entries set them.
+    """
 
     name = "pas"
     label = "pas"
     description = "pas.repo.Repository.archive / retrieve (RocksDB store), default configuration"
+    overrides: ClassVar[dict] = {}
+    plugin: ClassVar[str | None] = None
 
     @classmethod
     def available(cls):
@@ -253,13 +457,20 @@ class Pas(Scheme):
             from pas.repo import Repository  # noqa: F401
         except Exception as e:  # a half-written core must not stop the baselines
             return f"pas.repo does not import: {type(e).__name__}: {e}"
+        if cls.plugin:
+            try:
+                importlib.import_module(cls.plugin)
+            except ImportError as e:     # e.g. the plug-in's own dependency is not installed
+                return f"plug-in {cls.plugin} does not import: {type(e).__name__}: {e}"
         return None
 
     def __init__(self, root):
         super().__init__(root)
         from pas.repo import Repository
         self._Repository = Repository
-        self.repo = Repository.init(self.root / "repo")
+        if self.plugin:
+            importlib.import_module(self.plugin)   # registers its codec before the repository exists
+        self.repo = init_pas_repo(self.root / "repo", self.overrides, self.name)
         self.results: dict[str, dict] = {}
 
     def archive(self, version_path, parent_id, name=""):
@@ -324,6 +535,118 @@ class Pas(Scheme):
     def reopen(self):
         self.close()
         self.repo = self._Repository.open(self.root / "repo")
+
+
+# ----------------------------------------------------------------------------
+# pas configurations as data (pas_configs.toml)
+# ----------------------------------------------------------------------------
+CONFIGS_FILE = Path(__file__).resolve().parent / "pas_configs.toml"
+#: Keys of a pas_configs.toml entry that are not Repository config overrides.
+ENTRY_KEYS = ("description", "label", "plugin")
+
+
+def merge_config(config: dict, overrides: dict) -> dict:
+    """``config`` updated in place by ``overrides``: a table without ``id``
+    (e.g. ``delta = {ops = ["xor"]}``) updates the table it overrides key by
+    key; anything else, a table with ``id`` included (a codec, a chunker),
+    replaces the value whole."""
+    for k, v in overrides.items():
+        if isinstance(v, dict) and "id" not in v and isinstance(config.get(k), dict):
+            merge_config(config[k], v)
+        else:
+            config[k] = copy.deepcopy(v)
+    return config
+
+
+def config_problems(overrides: dict) -> list[str]:
+    """Override keys pas does not know (a misspelt key would otherwise be
+    silently ignored): every key must exist in ``pas.repo.DEFAULT_CONFIG``,
+    and so must the keys of a table that is merged (one without ``id``)."""
+    from pas.repo import DEFAULT_CONFIG
+    problems = []
+
+    def walk(over, default, where):
+        for k, v in over.items():
+            if k not in default:
+                problems.append(f"unknown config key {where + k!r} (known: {', '.join(sorted(default))})")
+            elif isinstance(v, dict) and "id" not in v and isinstance(default[k], dict):
+                walk(v, default[k], f"{where}{k}.")
+
+    walk(overrides, {k: v for k, v in DEFAULT_CONFIG.items() if k not in ("format_version", "hash")}, "")
+    return problems
+
+
+def init_pas_repo(path: Path, overrides: dict, name: str = "pas"):
+    """A new pas repository at ``path`` with ``DEFAULT_CONFIG`` updated by
+    ``overrides`` (`merge_config`), open for writing. Any mistake in the
+    overrides raises ValueError naming the configuration.
+
+    ``codec`` and ``layouts`` go through ``Repository.init`` (pas validates
+    them); every other key is merged into the new repository's config.json,
+    which is then reopened (pas reads its config on open), so a config key pas
+    adds later (a planner, a lossy tier) needs no change here.
+    """
+    from pas.errors import PasError
+    from pas.repo import Repository
+    overrides = dict(overrides or {})
+    problems = config_problems(overrides)
+    if problems:
+        raise ValueError(f"pas configuration {name!r}: " + "; ".join(problems))
+    direct = {k: overrides.pop(k) for k in ("codec", "layouts") if k in overrides}
+    try:
+        repo = Repository.init(path, **direct)
+        if not overrides:
+            return repo
+        cfg_file = Path(repo.root) / "config.json"
+        repo.close()
+        config = merge_config(json.loads(cfg_file.read_text()), overrides)
+        tmp = cfg_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+        os.replace(tmp, cfg_file)
+        return Repository.open(path, write=True)
+    except (PasError, TypeError, ValueError) as e:
+        hint = ""
+        if "unknown codec" in str(e):
+            hint = " (a plug-in codec must be registered first: name its module as the entry's `plugin`)"
+        raise ValueError(f"pas configuration {name!r}: {type(e).__name__}: {e}{hint}") from e
+
+
+def load_pas_configs(path: Path = CONFIGS_FILE) -> dict[str, dict]:
+    """The entries of a pas configurations file: {name: entry}. Structure only
+    is checked here (a bad entry fails when its scheme is built, not at import)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:     # Python 3.10
+        import tomli as tomllib
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    for name, entry in data.items():
+        if not isinstance(entry, dict):
+            raise TypeError(f"{path.name}: [{name}] must be a table of config overrides, got {entry!r}")
+        for k in ("description", "label", "plugin"):
+            if k in entry and not isinstance(entry[k], str):
+                raise TypeError(f"{path.name}: [{name}] {k} must be a string")
+    return data
+
+
+def pas_variant(name: str, entry: dict) -> type[Pas]:
+    """A `Pas` scheme class for one pas_configs.toml entry."""
+    overrides = {k: v for k, v in entry.items() if k not in ENTRY_KEYS}
+    desc = entry.get("description", "").strip()
+    cfg = json.dumps(overrides, separators=(",", ":"), sort_keys=True)
+    attrs = {
+        "name": name,
+        "label": entry.get("label", name),
+        "description": (f"{desc}; " if desc else "") + f"pas config overrides {cfg}"
+                       + (f", plug-in {entry['plugin']}" if entry.get("plugin") else ""),
+        "overrides": overrides,
+        "plugin": entry.get("plugin"),
+        "__doc__": f"pas with the {name!r} configuration of pas_configs.toml.",
+    }
+    return type(f"Pas_{name.replace('-', '_')}", (Pas,), attrs)
 
 
 # ----------------------------------------------------------------------------
@@ -652,4 +975,27 @@ class ZstdPatchFrom(Scheme):
 
 
 SCHEMES: dict[str, type[Scheme]] = {c.name: c for c in (RawFiles, ZstdPerFile, Blosc2PerTensor, XorPlanesZstd,
-                                                   PaperSubPlanesZlib, ZstdPatchFrom, Pas)}
+                                                   PaperSubPlanesZlib, ZstdPatchFrom, Pas, ZipNNPerTensor)}
+#: What the harness runs without --schemes: the alternatives, pas (default
+#: configuration) and ZipNN. The pas_configs.toml variants are opt-in: each is
+#: a full extra pass.
+DEFAULT_SCHEMES: list[str] = list(SCHEMES)
+
+
+def register_pas_configs(path: Path = CONFIGS_FILE) -> list[str]:
+    """Register one scheme per entry of a pas configurations file; their names."""
+    names = []
+    for name, entry in load_pas_configs(path).items():
+        if name in DEFAULT_SCHEMES:
+            raise ValueError(f"{Path(path).name}: [{name}] clashes with the built-in scheme {name!r}")
+        SCHEMES[name] = pas_variant(name, entry)
+        names.append(name)
+    return names
+
+
+try:
+    PAS_CONFIGS: list[str] = register_pas_configs()
+except ModuleNotFoundError as _e:      # Python 3.10 without tomli: the variants only are missing
+    import warnings
+    warnings.warn(f"{CONFIGS_FILE.name} not read ({_e}): pip install tomli", stacklevel=1)
+    PAS_CONFIGS = []
