@@ -41,7 +41,9 @@ ALL_CONFIGS = [c for cs in CONFIGS.values() for c in cs]
 
 
 def test_configs_cover_the_registry():
-    assert set(codecs._REGISTRY) == set(CONFIGS), "a codec was registered: add it to CONFIGS"
+    # pas's own codecs (plug-ins registered by other tests, e.g. the bench's example, are not ours to list)
+    builtin = {k for k, cls in codecs._REGISTRY.items() if cls.__module__ == "pas.codecs"}
+    assert builtin == set(CONFIGS), "a codec was registered: add it to CONFIGS"
 
 
 DATAS = {"random": RANDOM, "compressible": COMPRESSIBLE, "skewed": SKEWED, "constant": CONSTANT,
