@@ -27,11 +27,16 @@ from .dtypes import DType
 
 LAYOUTS = ("planes", "planes-exp")
 
-# Below this many elements numpy does the work: importing Numba costs more
-# than it saves, and a CLI call on a small model must stay fast. Once the
-# kernels are loaded anyway, they serve every tensor above a few KiB.
+# Below this many elements numpy does the work: importing Numba (~0.5 s)
+# costs more than it saves, and a CLI call on a small model must stay fast.
+# Once the kernels are loaded they serve every tensor; and once numpy has done
+# NUMBA_AFTER_ELEMENTS of small-tensor work in this process (many versions of
+# a small model: numpy is ~10x slower here), loading them has paid for itself.
 NUMBA_MIN_ELEMENTS = 1 << 18
 NUMBA_LOADED_MIN_ELEMENTS = 0
+NUMBA_AFTER_ELEMENTS = 1 << 22
+_numpy_elements = 0
+
 
 def _kernels(k: int):
     from ._plane_kernels import KERNELS
@@ -39,9 +44,13 @@ def _kernels(k: int):
 
 
 def _use_numba(n: int) -> bool:
+    global _numpy_elements
     if n >= NUMBA_MIN_ELEMENTS:
         return True
-    return n >= NUMBA_LOADED_MIN_ELEMENTS and "pas._plane_kernels" in sys.modules
+    if "pas._plane_kernels" in sys.modules:
+        return n >= NUMBA_LOADED_MIN_ELEMENTS
+    _numpy_elements += n
+    return _numpy_elements >= NUMBA_AFTER_ELEMENTS
 
 
 def _params(dtype: DType, layout: str) -> tuple[int, int, int]:
