@@ -58,6 +58,39 @@ def write_indexed(path: Path, index: dict, frames: list[bytes]) -> int:
     return path.stat().st_size
 
 
+def read_indexed(path: Path) -> tuple[dict, memoryview, int]:
+    """A `write_indexed` file read whole: (index, its bytes, offset of the frames)."""
+    buf = bytearray(path.stat().st_size)
+    with open(path, "rb") as f:
+        f.readinto(buf)
+    mv = memoryview(buf)
+    (hlen,) = struct.unpack("<Q", mv[:8])
+    return json.loads(bytes(mv[8:8 + hlen])), mv, 8 + hlen
+
+
+def read_indexed_one(path: Path, name: str, frames_key: str = "frames") -> tuple[dict, memoryview]:
+    """One entry of a `write_indexed` file: its index record (offset 0) and only its frames' bytes."""
+    with open(path, "rb") as f:
+        (hlen,) = struct.unpack("<Q", f.read(8))
+        info = json.loads(f.read(hlen))[name]
+        f.seek(8 + hlen + info["offset"])
+        return dict(info, offset=0), memoryview(f.read(sum(info[frames_key])))
+
+
+class IndexedPerTensor:
+    """Retrieval for schemes that keep one `write_indexed` file per version
+    (``<id><suffix>``) and decode each tensor with ``_decode(info, buf, base)``."""
+    suffix = ""
+
+    def retrieve(self, id):
+        index, mv, base = read_indexed(self.root / f"{id}{self.suffix}")
+        return {n: self._decode(info, mv, base) for n, info in index.items()}
+
+    def retrieve_one(self, id, name):
+        info, buf = read_indexed_one(self.root / f"{id}{self.suffix}", name)
+        return self._decode(info, buf, 0)
+
+
 class Scheme:
     name = "?"
     label = "?"
@@ -195,7 +228,7 @@ class ZstdPerFile(Scheme):
         raise KeyError(name)
 
 
-class Blosc2PerTensor(Scheme):
+class Blosc2PerTensor(IndexedPerTensor, Scheme):
     """Each tensor compressed with blosc2 SHUFFLE + zstd clevel 1, typesize = itemsize, 2 threads.
 
     One file per version: ``<u64 index length><JSON index><frames>``; the index
@@ -203,6 +236,7 @@ class Blosc2PerTensor(Scheme):
     split into 1 GiB frames: blosc2's ``compress2`` takes < 2 GB).
     """
 
+    suffix = ".b2"
     name = "blosc2"
     label = "blosc2 shuffle+zstd1 per tensor"
     description = ("every tensor compressed with blosc2 compress2, SHUFFLE filter, zstd codec "
@@ -248,23 +282,6 @@ class Blosc2PerTensor(Scheme):
             dst += size
         return out
 
-    def retrieve(self, id):
-        p = self.root / f"{id}.b2"
-        buf = bytearray(p.stat().st_size)
-        with open(p, "rb") as f:
-            f.readinto(buf)
-        mv = memoryview(buf)
-        (hlen,) = struct.unpack("<Q", mv[:8])
-        index = json.loads(bytes(mv[8:8 + hlen]))
-        return {n: self._decode(info, mv, 8 + hlen) for n, info in index.items()}
-
-    def retrieve_one(self, id, name):
-        with open(self.root / f"{id}.b2", "rb") as f:
-            (hlen,) = struct.unpack("<Q", f.read(8))
-            info = json.loads(f.read(hlen))[name]
-            f.seek(8 + hlen + info["offset"])
-            buf = f.read(sum(info["frames"]))
-        return self._decode(dict(info, offset=0), memoryview(buf), 0)
 
 
 # ----------------------------------------------------------------------------
@@ -324,7 +341,7 @@ def import_zipnn():
     return zipnn
 
 
-class ZipNNPerTensor(Scheme):
+class ZipNNPerTensor(IndexedPerTensor, Scheme):
     """Each tensor compressed with ZipNN's byte mode (``ZipNN(input_format="byte",
     bytearray_dtype=...)``, method AUTO: byte grouping + Huffman/zstd per 256 KiB
     chunk, its 0.95 raw guard), 2 threads; tensors of dtypes ZipNN does not take
@@ -332,6 +349,7 @@ class ZipNNPerTensor(Scheme):
     uint16 bit views) go through zstd level 3. Same file layout as `Blosc2PerTensor`.
     """
 
+    suffix = ".znn"
     name = "zipnn"
     label = "ZipNN per tensor"
     description = ("every tensor compressed with ZipNN (zipnn package) byte mode, method AUTO, "
@@ -416,23 +434,6 @@ class ZipNNPerTensor(Scheme):
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return np.frombuffer(data, dtype=dtype).reshape(info["shape"])
 
-    def retrieve(self, id):
-        p = self.root / f"{id}.znn"
-        buf = bytearray(p.stat().st_size)
-        with open(p, "rb") as f:
-            f.readinto(buf)
-        mv = memoryview(buf)
-        (hlen,) = struct.unpack("<Q", mv[:8])
-        index = json.loads(bytes(mv[8:8 + hlen]))
-        return {n: self._decode(info, mv, 8 + hlen) for n, info in index.items()}
-
-    def retrieve_one(self, id, name):
-        with open(self.root / f"{id}.znn", "rb") as f:
-            (hlen,) = struct.unpack("<Q", f.read(8))
-            info = json.loads(f.read(hlen))[name]
-            f.seek(8 + hlen + info["offset"])
-            buf = f.read(sum(info["frames"]))
-        return self._decode(dict(info, offset=0), memoryview(buf), 0)
 
 
 class Pas(Scheme):

@@ -39,6 +39,10 @@ class RocksStore(Store):
         # Values are large and read once per retrieve: map SST files instead of
         # copying blocks through the block cache (measured 2.2 -> 5.3 GB/s).
         opts.set_allow_mmap_reads(True)
+        # RocksDB advises the kernel that SST reads are random, which turns off
+        # readahead: a cold read of a 1 MiB chunk then faults in 4 KiB at a time
+        # (measured: a 90 MB version 1.2 s cold; 0.2 s with readahead).
+        opts.set_advise_random_on_open(False)
         access = AccessType.read_only() if read_only else AccessType.read_write()
         try:
             self._db = Rdict(str(self.path), options=opts, access_type=access)
