@@ -24,6 +24,7 @@ Exit status 1 when any scheme failed or any retrieved tensor differed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -175,6 +176,19 @@ def _pas_repository():
         return type("NoRepository", (), {})
 
 
+def timed(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), seconds), with the cyclic garbage collector paused
+    as timeit does: once torch is imported, one full collection costs ~0.25 s and
+    would land inside a random timing. Objects are still freed by refcount."""
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 
@@ -245,9 +259,8 @@ def time_top_bytes(scheme, datasets, ids, repeat: int, rep: Reporter, ks=(1, 2))
             try:
                 for i in range(repeat):
                     got = None
-                    t0 = time.perf_counter()
-                    got = scheme.retrieve_top(sid, k)
-                    ts.append(time.perf_counter() - t0)
+                    got, dt = timed(scheme.retrieve_top, sid, k)
+                    ts.append(dt)
                     if i == 0:
                         errs = (scheme.check_top(sid, k, src, got) if hasattr(scheme, "check_top")
                                 else top_planes_errors(src, got, k))
@@ -278,9 +291,8 @@ def time_cold_newest(scheme, datasets, ids, rep: Reporter) -> dict:
         scheme.reopen()
         if why:
             return {"error": why}
-        t0 = time.perf_counter()
-        got = scheme.retrieve(sid)
-        out[ds.name] = {"version": ds.versions[-1].id, "seconds": round(time.perf_counter() - t0, 4)}
+        got, dt = timed(scheme.retrieve, sid)
+        out[ds.name] = {"version": ds.versions[-1].id, "seconds": round(dt, 4)}
         got = None  # noqa: F841 - freed before the next drop
     return out
 
@@ -328,9 +340,7 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                             adv()
                             continue
                     try:
-                        t0 = time.perf_counter()
-                        vid = scheme.archive(v.path, parent, name=f"{ds.name}/{v.id}")
-                        dt = time.perf_counter() - t0
+                        vid, dt = timed(scheme.archive, v.path, parent, name=f"{ds.name}/{v.id}")
                     except Exception as e:
                         fail(key, "archive", e)
                         adv()
@@ -339,9 +349,7 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                     total += dt
                     ids[key] = vid
                     adv()
-                t0 = time.perf_counter()
-                scheme.close()
-                close_times.append(time.perf_counter() - t0)
+                close_times.append(timed(scheme.close)[1])
                 pass_totals.append(total + close_times[-1])
             archive_peaks.append(mem.peak_above_start)
         scheme.reopen()
@@ -367,9 +375,8 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                     with PeakRSS() as mem:
                         for _ in range(repeat):
                             got = None  # freed by refcount (gc.collect costs ~0.25 s once torch is loaded)
-                            t0 = time.perf_counter()
-                            got = scheme.retrieve(sid)
-                            full.append(time.perf_counter() - t0)
+                            got, dt = timed(scheme.retrieve, sid)
+                            full.append(dt)
                     src = tensorio.load(v.path)
                     errs = verify_all(src, got)
                     got = None
@@ -378,9 +385,8 @@ def run_scheme(cls: type[Scheme], datasets: list[D.Dataset], meta: dict, work: P
                         one = None
                         for _ in range(one_repeat):
                             one = None
-                            t0 = time.perf_counter()
-                            one = scheme.retrieve_one(sid, one_name)
-                            ones.append(time.perf_counter() - t0)
+                            one, dt = timed(scheme.retrieve_one, sid, one_name)
+                            ones.append(dt)
                         e = tensorio.same_bytes(src[one_name], one)
                         if e:
                             errs.append(f"one tensor {one_name}: {e}")
@@ -875,6 +881,8 @@ def main(argv=None) -> int:
         rep.log(f"{len(datasets)} datasets, {sum(len(d.versions) for d in datasets)} versions, "
                 f"{sum(d.file_bytes for d in datasets) / MB:.1f} MB; load {machine['loadavg_start']}")
         meta = plan_versions(datasets, rep)
+        gc.collect()
+        gc.freeze()   # what is loaded so far (torch, numpy, ...) is never scanned again
         work = args.work or (D.cache_dir() / "bench-work" / str(os.getpid()))
         work.mkdir(parents=True, exist_ok=True)
         raw, skipped = {}, {}
@@ -905,7 +913,9 @@ def main(argv=None) -> int:
                        "one_tensor_repeat": max(5, args.repeat), "one_tensor_target_share": ONE_TENSOR_SHARE,
                        "schemes": list(raw), "data": [str(d) for d in args.data] if args.data else None,
                        "mb": MB, "ratio": "physical_bytes / logical_bytes (logical = source file sizes)",
-                       "page_cache": "warm (sources and stores were just written/read)"},
+                       "page_cache": "warm (sources and stores were just written/read); cold: see each scheme's cold",
+                       "gc": "Python's cyclic GC paused inside every timed call (as timeit), objects loaded "
+                             "before the run frozen"},
             "skipped_schemes": skipped,
             **summarize(datasets, meta, raw),
         }
