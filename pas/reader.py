@@ -304,8 +304,8 @@ class TensorReader:
         for p in range(k):
             for j in range(nrows):
                 into = out[p, lay.offsets[j]:lay.offsets[j + 1]]
-                if lay.inline is not None:
-                    data = codecs.decode_chunk_into(lay.inline[p], into, checked=False)
+                if lay.inline is not None:   # small: a plain decode beats setting up a stream
+                    data = codecs.decode_chunk(lay.inline[p], lay.n, checked=False)
                 else:
                     data = self._plane_piece(lay, p, j, values[p * nrows + j], True, into)
                 if np.frombuffer(data, np.uint8).ctypes.data != into.ctypes.data:
