@@ -47,8 +47,11 @@ def plane_entropy_bytes(plane_sample: np.ndarray) -> float:
     if n == 0:
         return 0.0
     if "pas._plane_kernels" in sys.modules:   # loaded by any big tensor: ~8x faster than bincount
+        # An import statement, not sys.modules[...]: another thread may still be
+        # compiling the module, and the import waits for it to finish.
+        from .._plane_kernels import plane_histograms
         counts = np.zeros((k, 256), np.int64)
-        sys.modules["pas._plane_kernels"].plane_histograms(plane_sample, counts)
+        plane_histograms(plane_sample, counts)
     else:
         # One histogram for all planes: plane p's byte b counts in bin 256*p + b.
         offsets = (np.arange(k, dtype=np.int64) * 256)[:, None]
