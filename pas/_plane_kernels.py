@@ -52,6 +52,36 @@ def _unsub(v, b, width):
     return (b + d) & mask
 
 
+# One element's word from its planes (and back out of the planes-exp order):
+# inlined into every merge loop below, so each loop still compiles to one
+# vectorisable body.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word2(p0, p1, i, rot, e_mask, m, m_mask, top, one):
+    v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
+    if rot:
+        v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+    return v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word4(p0, p1, p2, p3, i, rot, e_mask, m, m_mask, top, one):
+    v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
+         | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
+    if rot:
+        v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+    return v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word8(planes, i, rot, e_mask, m, m_mask, top, one):
+    v = uint64(0)
+    for p in range(8):
+        v = (v << uint64(8)) | uint64(planes[p][i])
+    if rot:
+        v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+    return v
+
+
 # Merge loops are written once per operator: a loop that never reads the base
 # (op 0) stays vectorisable even when the caller passes `out` as the base,
 # and a per-element operator branch would keep LLVM from vectorising the
@@ -81,33 +111,23 @@ def merge2(planes, base, op, out, rot, e_bits, m_bits):
     p0, p1 = planes[0], planes[1]
     if op == 0:
         for i in range(out.shape[0]):
-            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word2(p0, p1, i, rot, e_mask, m, m_mask, top, one)
             out[i] = v
     elif op == 1:
         for i in range(out.shape[0]):
-            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word2(p0, p1, i, rot, e_mask, m, m_mask, top, one)
             out[i] = uint64(v) ^ uint64(base[i])
     elif op == 2:
         for i in range(out.shape[0]):
-            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word2(p0, p1, i, rot, e_mask, m, m_mask, top, one)
             out[i] = _unsub(v, base[i], 16)
     elif op == 3:
         for i in range(out.shape[0]):
-            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word2(p0, p1, i, rot, e_mask, m, m_mask, top, one)
             out[i] = uint64(v) ^ uint64(out[i])
     else:
         for i in range(out.shape[0]):
-            v = (uint16(p0[i]) << uint16(8)) | uint16(p1[i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word2(p0, p1, i, rot, e_mask, m, m_mask, top, one)
             out[i] = _unsub(v, out[i], 16)
 
 
@@ -133,38 +153,23 @@ def merge4(planes, base, op, out, rot, e_bits, m_bits):
     p0, p1, p2, p3 = planes[0], planes[1], planes[2], planes[3]
     if op == 0:
         for i in range(out.shape[0]):
-            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
-                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word4(p0, p1, p2, p3, i, rot, e_mask, m, m_mask, top, one)
             out[i] = v
     elif op == 1:
         for i in range(out.shape[0]):
-            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
-                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word4(p0, p1, p2, p3, i, rot, e_mask, m, m_mask, top, one)
             out[i] = uint64(v) ^ uint64(base[i])
     elif op == 2:
         for i in range(out.shape[0]):
-            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
-                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word4(p0, p1, p2, p3, i, rot, e_mask, m, m_mask, top, one)
             out[i] = _unsub(v, base[i], 32)
     elif op == 3:
         for i in range(out.shape[0]):
-            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
-                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word4(p0, p1, p2, p3, i, rot, e_mask, m, m_mask, top, one)
             out[i] = uint64(v) ^ uint64(out[i])
     else:
         for i in range(out.shape[0]):
-            v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
-                 | (uint32(p2[i]) << uint32(8)) | uint32(p3[i]))
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word4(p0, p1, p2, p3, i, rot, e_mask, m, m_mask, top, one)
             out[i] = _unsub(v, out[i], 32)
 
 
@@ -186,43 +191,23 @@ def merge8(planes, base, op, out, rot, e_bits, m_bits):
     e_mask, m_mask = uint64((1 << e_bits) - 1), uint64((1 << m_bits) - 1)
     if op == 0:
         for i in range(out.shape[0]):
-            v = uint64(0)
-            for p in range(8):
-                v = (v << uint64(8)) | uint64(planes[p][i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word8(planes, i, rot, e_mask, m, m_mask, top, one)
             out[i] = v
     elif op == 1:
         for i in range(out.shape[0]):
-            v = uint64(0)
-            for p in range(8):
-                v = (v << uint64(8)) | uint64(planes[p][i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word8(planes, i, rot, e_mask, m, m_mask, top, one)
             out[i] = uint64(v) ^ uint64(base[i])
     elif op == 2:
         for i in range(out.shape[0]):
-            v = uint64(0)
-            for p in range(8):
-                v = (v << uint64(8)) | uint64(planes[p][i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word8(planes, i, rot, e_mask, m, m_mask, top, one)
             out[i] = _unsub(v, base[i], 64)
     elif op == 3:
         for i in range(out.shape[0]):
-            v = uint64(0)
-            for p in range(8):
-                v = (v << uint64(8)) | uint64(planes[p][i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word8(planes, i, rot, e_mask, m, m_mask, top, one)
             out[i] = uint64(v) ^ uint64(out[i])
     else:
         for i in range(out.shape[0]):
-            v = uint64(0)
-            for p in range(8):
-                v = (v << uint64(8)) | uint64(planes[p][i])
-            if rot:
-                v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+            v = _word8(planes, i, rot, e_mask, m, m_mask, top, one)
             out[i] = _unsub(v, out[i], 64)
 
 
