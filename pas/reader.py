@@ -291,9 +291,8 @@ class TensorReader:
             if lay.op != "xor" or base_lay.layout != lay.layout:
                 # Decoded whole (carries cross bytes) and checked whole: one digest
                 # of the result is cheaper than hashing every chunk on its own.
-                from .writer import tensor_digest
                 words = self.words(addr)
-                if tensor_digest(lay.dtype.name, lay.shape, words) != records.address_digest(addr):
+                if not records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
                     raise IntegrityError(f"tensor {addr.hex()[:16]} does not match its content address")
                 return planes.split(words, lay.dtype, lay.layout)[:k], lay.layout
         nrows = len(lay.lengths)

@@ -19,8 +19,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import IntegrityError
-from .hashing import DIGEST_SIZE, checksum64, checksum64_parts, digest
+from .hashing import DIGEST_SIZE, checksum64, checksum64_parts, digest, digest_parts
 
 CHUNK, TENSOR, VERSION, REF = b"c", b"t", b"v", b"r"
 ADDRESS_SIZE = DIGEST_SIZE + 8 + 1
@@ -43,6 +45,17 @@ def with_variant(addr: bytes, variant: int) -> bytes:
     if variant > 255:
         raise IntegrityError("more than 256 distinct contents share one digest")
     return addr[:-1] + bytes((variant,))
+
+
+def tensor_digest(dtype: str, shape: tuple[int, ...], data: np.ndarray) -> bytes:
+    """A tensor's content digest: dtype and shape are hashed in with the raw bytes."""
+    header = f"{dtype}|{','.join(map(str, shape))}|".encode()
+    return digest_parts(header, memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)))
+
+
+def tensor_matches(addr: bytes, dtype: str, shape: tuple[int, ...], data: np.ndarray) -> bool:
+    """Whether decoded tensor data (its raw bits, any view) is what tensor address ``addr`` names."""
+    return data.nbytes == address_length(addr) and tensor_digest(dtype, shape, data) == address_digest(addr)
 
 
 def check_address(data, addr: bytes, what: str) -> None:

@@ -31,7 +31,7 @@ from .snapshot import Snapshot, Tensor
 from . import reader as reader_mod
 from .reader import TensorReader, parse_record
 from .stores.base import Store
-from .writer import BaseIndex, VersionWriter, tensor_digest
+from .writer import BaseIndex, VersionWriter
 
 FORMAT_VERSION = 1
 REPO_DIR = ".pas"
@@ -506,7 +506,7 @@ class Repository:
         words = self.reader.words(entry.object, parallel=parallel)
         dt = dtypes.get(entry.dtype)
         data = words.view(dt.np_dtype).reshape(entry.shape)
-        if tensor_digest(entry.dtype, entry.shape, data) != records.address_digest(entry.object):
+        if not records.tensor_matches(entry.object, entry.dtype, entry.shape, data):
             self.reader.clear_cache()
             self.reader.words(entry.object, parallel=parallel, verify_chunks=True)  # names the chunk
             raise IntegrityError(f"tensor {entry.name!r} does not match its content address")
@@ -601,8 +601,7 @@ class Repository:
                 _, dt, shape = depth_of[addr]
                 try:
                     words = self.reader.words(addr, parallel=True)
-                    if tensor_digest(dt.name, shape, words) != records.address_digest(addr) \
-                            or words.nbytes != records.address_length(addr):
+                    if not records.tensor_matches(addr, dt.name, shape, words):
                         raise IntegrityError(f"tensor record {addr.hex()[:16]} does not decode to its content address")
                     self.reader.remember(addr, words)
                 except IntegrityError as exc:

@@ -21,8 +21,8 @@ import numpy as np
 from . import codecs, dtypes, planes, records
 from .delta import select
 from .errors import BadInput, IntegrityError
-from .hashing import digest, digest_parts
-from .records import CHUNK, REF, TENSOR, TensorEntry, Version
+from .hashing import digest
+from .records import CHUNK, REF, TENSOR, TensorEntry, Version, tensor_digest
 from .snapshot import Tensor
 
 #: Bytes of new chunks held in memory before they are written in one batch.
@@ -39,12 +39,6 @@ MAX_OTHER_CANDIDATES = 8
 SAME_NAME_TRUST = 0.5
 
 Progress = Callable[[int], None]
-
-
-def tensor_digest(dtype: str, shape: tuple[int, ...], data: np.ndarray) -> bytes:
-    """A tensor's content digest: dtype and shape are hashed in with the raw bytes."""
-    header = f"{dtype}|{','.join(map(str, shape))}|".encode()
-    return digest_parts(header, memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)))
 
 
 class BaseIndex:
