@@ -1,6 +1,14 @@
 """Peak memory of a phase, and cold page caches: the two measurements the
 operating system has to help with.
 
+The schemes' memory is measured in a process apart from the timed run
+(``probe``, which runs ``python -m bench.memory JOB.json``), one scheme after
+the other: each archives every version into a fresh store, then retrieves the
+newest and the largest version of each dataset, after a warm-up that loads what a first call loads (imports,
+compiled kernels). Before each phase the allocator's free memory goes back to
+the OS (``release_free_memory``), so that heap freed by one scheme and reused by
+the next does not hide part of what each needs.
+
 Peak memory is sampled from the process's resident set size (RSS, Linux
 ``/proc/self/statm``) by a background thread every few milliseconds, so it
 sees allocations that Python's tracemalloc does not (RocksDB, zstd, blosc2
@@ -9,7 +17,13 @@ what the phase needed on top of what was already there.
 """
 from __future__ import annotations
 
+import gc
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +38,25 @@ def rss_bytes() -> int | None:
         return int(_STATM.read_text().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return None
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand the allocator's free memory back to the OS
+    (glibc ``malloc_trim``), so that a phase's peak above its start counts what
+    it allocates, not whether freed heap happened to be there to reuse."""
+    gc.collect()
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 
 
 class PeakRSS:
@@ -76,3 +109,98 @@ def drop_page_cache() -> str | None:
     except OSError as exc:
         return f"cannot drop the page cache ({exc.strerror or exc}); cold timings not measured"
 
+
+
+def probe(schemes: list[str], versions: list[tuple[str, str, str | None]], work: Path) -> dict:
+    """Peak memory of each scheme (``bench.schemes.SCHEMES`` names), measured in
+    one fresh process. ``versions``: (key, file path, parent key or None),
+    parents first. Returns per scheme ``{"archive_peak_bytes": int,
+    "retrieve_peak_bytes": {key: int}, "errors": {key: message}}`` or
+    ``{"error": message}``."""
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work, prefix="memory-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job.write_text(json.dumps({"schemes": schemes, "root": str(Path(tmp) / "stores"),
+                                   "versions": versions, "out": str(out)}))
+        top = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [top, os.environ.get("PYTHONPATH")])))
+        r = subprocess.run([sys.executable, "-m", "bench.memory", str(job)], cwd=top, env=env,
+                           capture_output=True, text=True)
+        if r.returncode != 0 or not out.exists():
+            tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+            return {s: {"error": f"memory probe exited {r.returncode}: {' | '.join(tail)}"} for s in schemes}
+        return json.loads(out.read_text())
+
+
+def _probe_all(job: dict) -> dict:
+    out = {}
+    for name in job["schemes"]:
+        try:
+            out[name] = _probe_one(name, Path(job["root"]) / name, job["versions"])
+        except Exception as exc:
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        shutil.rmtree(Path(job["root"]) / name, ignore_errors=True)
+    return out
+
+
+def _retrieve_sample(versions: list) -> list[str]:
+    """The versions whose retrieval memory is measured: per dataset (key prefix)
+    the newest (the longest chain) and the largest file (the largest output)."""
+    by_ds: dict[str, list] = {}
+    for key, path, _ in versions:
+        by_ds.setdefault(key.rsplit("/", 1)[0], []).append((key, path))
+    keep = []
+    for vs in by_ds.values():
+        largest = max(vs, key=lambda kp: Path(kp[1]).stat().st_size)[0]
+        keep.extend(dict.fromkeys([largest, vs[-1][0]]))
+    return keep
+
+
+def _probe_one(name: str, root: Path, versions: list) -> dict:
+    from .schemes import SCHEMES
+    cls = SCHEMES[name]
+    # warm-up, one version per file type: what a first call loads (imports,
+    # compiled kernels, torch for PyTorch files) is not what a phase needs
+    firsts = {Path(path).suffix: path for _, path, _ in reversed(versions)}
+    for i, path in enumerate(firsts.values()):
+        warm = cls(root / f"warm-up-{i}")
+        sid = warm.archive(Path(path), None, name="warm-up")
+        warm.close()
+        warm.reopen()
+        warm.retrieve(sid)
+        warm.close()
+        shutil.rmtree(root / f"warm-up-{i}", ignore_errors=True)
+    gc.collect()
+    gc.freeze()   # what the warm-up loaded is never scanned again: a full collection costs ~0.25 s with torch
+    scheme = cls(root / "store")
+    ids, errors = {}, {}
+    release_free_memory()
+    with PeakRSS() as mem:
+        for key, path, parent in versions:
+            if parent is not None and parent not in ids:
+                errors[key] = f"not archived: parent {parent} failed"
+                continue
+            try:
+                ids[key] = scheme.archive(Path(path), ids.get(parent), name=key)
+            except Exception as exc:
+                errors[key] = f"{type(exc).__name__}: {exc}"
+        scheme.close()
+    result = {"archive_peak_bytes": mem.peak_above_start, "retrieve_peak_bytes": {}, "errors": errors}
+    scheme.reopen()
+    for key in _retrieve_sample(versions):
+        sid = ids.get(key)
+        if sid is None:
+            continue
+        got = None
+        release_free_memory()
+        with PeakRSS() as mem:
+            got = scheme.retrieve(sid)
+        got = None  # noqa: F841 - freed before the next version
+        result["retrieve_peak_bytes"][key] = mem.peak_above_start
+    scheme.close()
+    return result
+
+
+if __name__ == "__main__":
+    job = json.loads(Path(sys.argv[1]).read_text())
+    Path(job["out"]).write_text(json.dumps(_probe_all(job)))

@@ -1,0 +1,404 @@
+"""The timed part of a benchmark run: every scheme archives and retrieves every
+version, the schemes interleaved so that their timings are taken side by side.
+
+Why interleaved: this machine's speed drifts over minutes (other tenants, CPU
+frequency, the page cache). With one scheme after the other, a slow minute
+lands on one scheme only, and the ratios between schemes moved by up to 2x
+between two runs of the same commit (bench/reports/2026-11-27-session2). Here
+every version is archived by every scheme before the next version, and each
+retrieve repeat of a version is taken by every scheme in turn; the order of the
+schemes rotates at every step, so none always runs first (or right after the
+same neighbour).
+
+Each scheme keeps its own store for the whole run. Memory is not measured here:
+a sampling thread inside the timed calls costs time, and heap freed by one
+scheme and reused by the next would blur both. ``bench.memory.probe`` measures
+in a process apart instead.
+
+Output per scheme: the dict ``bench.report.summarize`` reads (per-version
+archive and retrieve timings, bytes added, checks; whole-store bytes; K-plane
+and cold timings).
+"""
+from __future__ import annotations
+
+import gc
+import shutil
+import statistics
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets as D
+from . import tensorio
+from .floor import version_floor
+from .memory import drop_page_cache
+from .schemes import Scheme, dir_bytes
+
+ONE_TENSOR_SHARE = 0.05
+
+
+def timed(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), seconds), with the cyclic garbage collector paused
+    as timeit does: once torch is imported, one full collection costs ~0.25 s and
+    would land inside a random timing. Objects are still freed by refcount."""
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        return out, time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def _pas_repository():
+    """pas's Repository class (schemes holding one get the entropy floor), or a type nothing is."""
+    try:
+        from pas.repo import Repository
+        return Repository
+    except Exception:   # a half-written core must not stop the baselines
+        return type("NoRepository", (), {})
+
+
+def plan_versions(datasets: list[D.Dataset]) -> dict:
+    """Per version: logical bytes, tensor bytes and the one tensor to fetch."""
+    meta = {}
+    for ds in datasets:
+        for v in ds.versions:
+            sizes = tensorio.tensor_sizes(v.path)
+            total = sum(sizes.values())
+            target = ONE_TENSOR_SHARE * total
+            one = min(sorted(sizes), key=lambda n: abs(sizes[n] - target)) if sizes else None
+            meta[(ds.name, v.id)] = {
+                "id": v.id, "parent": v.parent, "path": str(v.path),
+                "logical_bytes": v.file_bytes, "tensor_bytes": total, "n_tensors": len(sizes),
+                "one_tensor": {"name": one, "bytes": sizes.get(one, 0),
+                               "share": round(sizes[one] / total, 4) if one and total else None},
+            }
+    return meta
+
+
+def verify_all(src: dict, got: dict) -> list[str]:
+    errs = []
+    if set(src) != set(got):
+        missing, extra = sorted(set(src) - set(got)), sorted(set(got) - set(src))
+        errs.append(f"tensor names differ: missing {missing[:3]}, extra {extra[:3]}")
+    for n in sorted(set(src) & set(got)):
+        e = tensorio.same_bytes(src[n], got[n])
+        if e:
+            errs.append(f"{n}: {e}")
+    return errs
+
+
+def top_planes_errors(src: dict, got: dict, k: int) -> list[str]:
+    """The top ``k`` bytes of every element (whole elements when itemsize <= k) must match the source."""
+    errs = []
+    if set(src) != set(got):
+        errs.append("tensor names differ")
+    for n in sorted(set(src) & set(got)):
+        a, b = tensorio.c_order(src[n]), tensorio.c_order(np.asarray(got[n]))
+        if a.dtype.itemsize != b.dtype.itemsize or a.shape != b.shape:
+            errs.append(f"{n}: dtype/shape {a.dtype}{a.shape} vs {b.dtype}{b.shape}")
+            continue
+        w = a.dtype.itemsize
+        x, y = a.reshape(-1).view(np.uint8).reshape(-1, w), b.reshape(-1).view(np.uint8).reshape(-1, w)
+        if not np.array_equal(x[:, max(0, w - k):], y[:, max(0, w - k):]):
+            errs.append(f"{n}: top {k} bytes differ")
+    return errs
+
+
+class Contender:
+    """One scheme's state through an interleaved run: its store, the ids it gave
+    the versions, its timings and its failures. A version whose archive or
+    retrieve raises is recorded as failed (its children are then not archived)
+    and the run goes on; a failure of the store itself (create, close, reopen)
+    ends this scheme only."""
+
+    def __init__(self, cls: type[Scheme], work: Path, rep):
+        self.cls, self.root, self.rep = cls, work / cls.name, rep
+        self.name = cls.name
+        self.res = {"scheme": cls.name, "label": cls.label, "description": cls.description, "ok": True,
+                    "error": None, "versions": {}}
+        self.scheme: Scheme | None = None
+        self.alive = True
+        self.ids: dict[tuple[str, str], str] = {}
+        self.archive_times: dict[tuple[str, str], list[float]] = {}
+        self.errors: dict[tuple[str, str], str] = {}
+        self.pass_total = 0.0
+        self.pass_totals: list[float] = []
+        self.close_times: list[float] = []
+        self.floor_seen: set[bytes] = set()   # pas objects whose entropy floor is counted (bench.floor)
+
+    def fail(self, key, what: str, exc: Exception) -> None:
+        if key not in self.errors:
+            self.errors[key] = f"{what}: {type(exc).__name__}: {exc}"
+            self.res.setdefault("tracebacks", {})[f"{key[0]}/{key[1]}"] = traceback.format_exc(limit=-8)
+            self.rep.log(f"{self.name} {key[0]}/{key[1]} FAILED: {self.errors[key][:300]}")
+
+    def die(self, what: str, exc: Exception) -> None:
+        self.alive = False
+        self.res.update(ok=False, error=f"{what}: {type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        self.rep.log(f"{self.name} FAILED: {self.res['error']}")
+        try:
+            if self.scheme is not None:
+                self.scheme.close()
+        except Exception:
+            pass
+
+    def fresh_store(self) -> None:
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.scheme = self.cls(self.root)
+        self.ids, self.pass_total = {}, 0.0
+
+    def archive(self, ds, v) -> None:
+        key = (ds.name, v.id)
+        parent = None
+        if v.parent:
+            parent = self.ids.get((ds.name, v.parent))
+            if parent is None:
+                self.errors.setdefault(key, f"not archived: parent {v.parent} failed")
+                return
+        try:
+            sid, dt = timed(self.scheme.archive, v.path, parent, name=f"{ds.name}/{v.id}")
+        except Exception as e:
+            self.fail(key, "archive", e)
+            return
+        self.archive_times.setdefault(key, []).append(dt)
+        self.pass_total += dt
+        self.ids[key] = sid
+
+    def reopen(self) -> None:
+        """Open the last pass's store for reading, and weigh it."""
+        self.scheme.reopen()
+        self.res["physical_bytes"] = int(self.scheme.physical_bytes())
+
+    def finish_pass(self) -> None:
+        dt = timed(self.scheme.close)[1]
+        self.close_times.append(dt)
+        self.pass_totals.append(self.pass_total + dt)
+
+
+def rotated(contenders: list[Contender], step: int) -> list[Contender]:
+    """The live contenders, starting at a different one at every step."""
+    live = [c for c in contenders if c.alive]
+    if not live:
+        return []
+    k = step % len(live)
+    return live[k:] + live[:k]
+
+
+def _guard(c: Contender, what: str, fn, *args) -> None:
+    """Run a store-level step of ``c``; its failure ends ``c`` only."""
+    if not c.alive:
+        return
+    try:
+        fn(*args)
+    except Exception as e:
+        c.die(what, e)
+
+
+def archive_passes(cs: list[Contender], order, passes: int, rep) -> None:
+    """``passes`` times: fresh stores, then every version by every scheme in turn."""
+    step = 0
+    for r in range(passes):
+        for c in cs:
+            _guard(c, "create store", c.fresh_store)
+        with rep.task(f"archive pass {r + 1}/{passes}", len(order)) as adv:
+            for ds, v in order:
+                for c in rotated(cs, step):
+                    c.archive(ds, v)
+                step += 1
+                adv()
+        for c in cs:
+            _guard(c, "close", c.finish_pass)
+
+
+def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_repeat: int, rep) -> None:
+    """Per version: ``repeat`` whole retrieves and ``one_repeat`` one-tensor
+    retrieves, each repeat taken by every scheme in turn; every result checked
+    as bytes against the source (outside the timings)."""
+    for c in cs:
+        _guard(c, "reopen", c.reopen)
+    step = 0
+    with rep.task(f"retrieve x{repeat}, one tensor x{one_repeat}", len(order)) as adv:
+        for ds, v in order:
+            key = (ds.name, v.id)
+            m = meta[key]
+            live = [c for c in cs if c.alive and key in c.ids]
+            full = {c.name: [] for c in live}
+            ones = {c.name: [] for c in live}
+            errs = {c.name: [] for c in live}
+            for c in live:
+                sid = c.ids[key]
+                vr = c.res["versions"][key] = {
+                    "store_id": sid, "physical_added": int(c.scheme.added.get(sid, 0)),
+                    "archive_s": median(c.archive_times[key]),
+                    "archive_s_all": [round(t, 4) for t in c.archive_times[key]],
+                }
+                if isinstance(getattr(c.scheme, "repo", None), _pas_repository()):
+                    pf = version_floor(c.scheme.repo, sid, c.floor_seen)
+                    vr["entropy_floor"], vr["planes"] = pf.total_floor, pf.to_json()
+            src = tensorio.load(v.path) if live else None
+            broken: set[str] = set()
+
+            def run(method, extra, sink, check, n):
+                nonlocal step
+                for i in range(n):
+                    for c in rotated(live, step):
+                        if c.name in broken:
+                            continue
+                        try:
+                            got, dt = timed(getattr(c.scheme, method), c.ids[key], *extra)
+                        except Exception as e:
+                            c.fail(key, "retrieve", e)
+                            broken.add(c.name)
+                            continue
+                        sink[c.name].append(dt)
+                        if i == 0:
+                            errs[c.name] += check(got)
+                        got = None  # noqa: F841 - freed before the next scheme's call
+                    step += 1
+
+            run("retrieve", (), full, lambda got: verify_all(src, got), repeat)
+            one_name = m["one_tensor"]["name"]
+            if one_name is not None:
+                run("retrieve_one", (one_name,), ones,
+                    lambda got: [f"one tensor {one_name}: {e}"]
+                    if (e := tensorio.same_bytes(src[one_name], got)) else [], one_repeat)
+            src = None
+            for c in live:
+                if c.name in broken:
+                    continue
+                e = errs[c.name]
+                c.res["versions"][key].update({
+                    "retrieve_s": median(full[c.name]), "retrieve_s_all": [round(t, 4) for t in full[c.name]],
+                    "one_tensor_s": median(ones[c.name]), "one_tensor_s_all": [round(t, 5) for t in ones[c.name]],
+                    "verified": not e, "verify_errors": e[:10], "n_verify_errors": len(e),
+                })
+                if e:
+                    c.errors[key] = f"not bit-exact: {e[0]}"
+                    rep.log(f"{c.name} {ds.name}/{v.id} NOT BIT-EXACT: {e[0]}")
+            adv()
+
+
+def retrieve_top_planes(cs: list[Contender], datasets, repeat: int, rep, ks=(1, 2)) -> None:
+    """Per dataset, the newest version rebuilt from its top K byte planes only
+    (lossy), by the schemes that can, interleaved like the full retrieves."""
+    able = [c for c in cs if c.alive and hasattr(c.scheme, "retrieve_top")]
+    step = 0
+    for ds in datasets:
+        v = ds.versions[-1]
+        key = (ds.name, v.id)
+        live = [c for c in able if c.alive and key in c.ids]
+        if not live:
+            continue
+        src = tensorio.load(v.path)
+        per = {c.name: {} for c in live}
+        for k in ks:
+            ts = {c.name: [] for c in live}
+            errs: dict[str, list[str]] = {c.name: [] for c in live}
+            failed: dict[str, str] = {}
+            for i in range(repeat):
+                for c in rotated(live, step):
+                    if c.name in failed:
+                        continue
+                    try:
+                        got, dt = timed(c.scheme.retrieve_top, c.ids[key], k)
+                    except Exception as e:
+                        failed[c.name] = f"{type(e).__name__}: {e}"
+                        rep.log(f"{c.name} {ds.name}/{v.id} top_bytes={k} FAILED: {failed[c.name][:200]}")
+                        continue
+                    ts[c.name].append(dt)
+                    if i == 0:
+                        errs[c.name] = (c.scheme.check_top(c.ids[key], k, src, got)
+                                        if hasattr(c.scheme, "check_top") else top_planes_errors(src, got, k))
+                        if errs[c.name]:
+                            rep.log(f"{c.name} {ds.name}/{v.id} top_bytes={k}: top planes differ: "
+                                    f"{errs[c.name][0]}")
+                    got = None  # noqa: F841
+                step += 1
+            for c in live:
+                per[c.name][k] = ({"error": failed[c.name]} if c.name in failed else
+                                  {"seconds": median(ts[c.name]), "seconds_all": [round(t, 4) for t in ts[c.name]],
+                                   "top_planes_exact": not errs[c.name], "errors": errs[c.name][:5]})
+        for c in live:
+            c.res.setdefault("top_bytes", {})[ds.name] = {"version": v.id, "k": per[c.name]}
+
+
+def retrieve_cold(cs: list[Contender], datasets, rep) -> None:
+    """Per dataset, one retrieve of the newest version with the page cache
+    dropped first (the store closed, caches dropped, the store reopened), the
+    schemes in turn. Where the OS does not let us drop the cache, says why and
+    measures nothing."""
+    for c in cs:
+        if c.alive:
+            c.res["cold"] = {}
+    for step, ds in enumerate(datasets):
+        key = (ds.name, ds.versions[-1].id)
+        for c in rotated(cs, step):
+            if key not in c.ids:
+                continue
+            try:
+                c.scheme.close()
+                why = drop_page_cache()
+                c.scheme.reopen()
+            except Exception as e:
+                c.die("reopen", e)
+                continue
+            if why:
+                for x in cs:
+                    x.res["cold"] = {"error": why}
+                return
+            try:
+                got, dt = timed(c.scheme.retrieve, c.ids[key])
+            except Exception as e:
+                c.fail(key, "retrieve", e)
+                continue
+            got = None  # noqa: F841 - freed before the next drop
+            c.res["cold"][ds.name] = {"version": ds.versions[-1].id, "seconds": round(dt, 4)}
+
+
+def finish(c: Contender) -> dict:
+    """Close and measure ``c``'s store, remove it, and return its results."""
+    res = c.res
+    if c.alive:
+        try:
+            c.scheme.close()
+            res["disk_bytes"] = dir_bytes(c.root)
+        except Exception as e:
+            c.die("close", e)
+    res["archive_pass_s"] = c.pass_totals
+    res["close_s"] = median(c.close_times)
+    if c.root.exists():
+        shutil.rmtree(c.root, ignore_errors=True)
+    for key, msg in c.errors.items():
+        res["versions"].setdefault(key, {})["error"] = msg
+    if c.errors:
+        res["ok"] = False
+        k0 = next(iter(c.errors))
+        res["error"] = res["error"] or f"{len(c.errors)} versions failed; first {k0[0]}/{k0[1]}: {c.errors[k0]}"
+    res["version_errors"] = {f"{k[0]}/{k[1]}": m for k, m in c.errors.items()}
+    return res
+
+
+def run_matrix(classes: list[type[Scheme]], datasets: list[D.Dataset], meta: dict, work: Path, repeat: int,
+               archive_repeat: int, one_repeat: int, rep) -> dict[str, dict]:
+    """Every scheme x every version, interleaved; per scheme name its results."""
+    order = [(ds, v) for ds in datasets for v in ds.versions]
+    cs = [Contender(cls, work, rep) for cls in classes]
+    try:
+        archive_passes(cs, order, archive_repeat, rep)
+        retrieve_versions(cs, order, meta, repeat, one_repeat, rep)
+        with rep.task(f"top K planes x{repeat}", 1):
+            retrieve_top_planes(cs, datasets, repeat, rep)
+        with rep.task("cold retrieve", 1):
+            retrieve_cold(cs, datasets, rep)
+    finally:
+        results = {c.name: finish(c) for c in cs}
+    return results
