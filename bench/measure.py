@@ -22,6 +22,7 @@ and cold timings).
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import statistics
 import time
@@ -164,6 +165,9 @@ class Contender:
             if parent is None:
                 self.errors.setdefault(key, f"not archived: parent {v.parent} failed")
                 return
+        # Write back what the schemes before this one left dirty, outside the
+        # timing: each scheme syncs its own writes, and only those.
+        os.sync()
         try:
             sid, dt = timed(self.scheme.archive, v.path, parent, name=f"{ds.name}/{v.id}")
         except Exception as e:

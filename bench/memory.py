@@ -151,7 +151,7 @@ def _retrieve_sample(versions: list) -> list[str]:
         by_ds.setdefault(key.rsplit("/", 1)[0], []).append((key, path))
     keep = []
     for vs in by_ds.values():
-        largest = max(vs, key=lambda kp: Path(kp[1]).stat().st_size)[0]
+        largest = max(reversed(vs), key=lambda kp: Path(kp[1]).stat().st_size)[0]   # ties: the newest
         keep.extend(dict.fromkeys([largest, vs[-1][0]]))
     return keep
 

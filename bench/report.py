@@ -290,7 +290,9 @@ def to_markdown(report: dict) -> str:
     L.append("MB = 1e6 bytes. ratio = physical / logical bytes (logical = source file sizes; lower is better); "
              "archive and retrieve MB/s are logical MB per second (medians); one tensor = the tensor closest to "
              "5% of the version's bytes (its median share in brackets), time and time / full retrieve of that "
-             "version (median over versions). Every retrieved tensor is checked as bytes against the source.")
+             "version (median over versions). Every retrieved tensor is checked as bytes against the source. "
+             "Every archive ends durable (its files and directories fsync'd; pas: a synced write batch), and "
+             "the schemes run interleaved, version by version and repeat by repeat.")
     L.append("")
     L.append("## Schemes")
     L.append("")

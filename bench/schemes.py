@@ -53,8 +53,8 @@ def write_indexed(path: Path, index: dict, frames: list[bytes]) -> int:
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(hb)))
         f.write(hb)
-        for c in frames:
-            f.write(c)
+        f.writelines(frames)
+    _sync_tree(path)
     return path.stat().st_size
 
 
@@ -131,9 +131,11 @@ class Scheme:
 
 
 def _sync_tree(path: Path) -> None:
-    """fsync every file under ``path`` (or ``path`` itself), then the directories holding them."""
+    """fsync every file under ``path`` (or ``path`` itself), then the directories
+    holding them and ``path``'s own: every scheme's archive ends with this (pas's
+    with a synced write batch), as a store that reports a version saved must."""
     files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-    dirs = {p.parent for p in files} | ({path} if path.is_dir() else set())
+    dirs = {p.parent for p in files} | {path.parent} | ({path} if path.is_dir() else set())
     for p in files:
         with open(p, "rb+") as f:
             os.fsync(f.fileno())
@@ -205,6 +207,7 @@ class ZstdPerFile(Scheme):
             (d / f"{i}.zst").write_bytes(self._c.compress(f.read_bytes()))
             index.append(rel)
         (d / "index.json").write_text(json.dumps(index))
+        _sync_tree(d)
         self.added[vid] = dir_bytes(d)
         return vid
 
@@ -915,6 +918,7 @@ class ZstdPatchFrom(Scheme):
             self._run([*args, str(f), "-o", str(d / f"{i}.zst")])
             index.append({"rel": rel, "ref": ref_rel if ref is not None else None, "size": f.stat().st_size})
         (d / "index.json").write_text(json.dumps({"parent": parent_id, "files": index}))
+        _sync_tree(d)
         self.added[vid] = dir_bytes(d)
         self._src[vid] = src
         return vid

@@ -1,0 +1,136 @@
+"""bench.measure (schemes interleaved), bench.memory.probe (memory in a process
+apart) and bench.compare (do two runs agree), on tiny files and fake schemes."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench import compare, memory, tensorio
+from bench.datasets import Dataset, Version
+from bench.measure import plan_versions, rotated, run_matrix
+from bench.schemes import Scheme
+
+CALLS: list[tuple[str, str, str]] = []
+
+
+class _Quiet:
+    def log(self, msg):
+        pass
+
+    def task(self, description, total):
+        import contextlib
+        return contextlib.nullcontext(lambda n=1: None)
+
+
+def _fake(name: str, broken: bool = False) -> type[Scheme]:
+    """A scheme that keeps each version's tensors in memory and logs every call."""
+
+    class Fake(Scheme):
+        label = description = name
+
+        def __init__(self, root):
+            super().__init__(root)
+            self.kept = {}
+
+        def archive(self, version_path, parent_id, name=""):
+            CALLS.append((type(self).name, "archive", name))
+            vid = self._new_id()
+            self.kept[vid] = tensorio.load(version_path)
+            self.added[vid] = Path(version_path).stat().st_size
+            return vid
+
+        def retrieve(self, id):
+            CALLS.append((type(self).name, "retrieve", id))
+            got = {n: a.copy() for n, a in self.kept[id].items()}
+            if broken:   # one wrong bit: the harness must notice
+                n = sorted(got)[0]
+                got[n].view(np.uint8).reshape(-1)[0] ^= 1
+            return got
+
+        def retrieve_one(self, id, name):
+            return self.kept[id][name].copy()
+
+    Fake.name = name
+    return Fake
+
+
+def _dataset(root: Path, n: int = 3) -> Dataset:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    versions, parent = [], None
+    for i in range(n):
+        p = root / f"v{i}.safetensors"
+        tensorio.write_safetensors(p, {"w": rng.normal(size=(32, 8)).astype("<f4"),
+                                       "b": rng.normal(size=8).astype("<f4")}, {})
+        versions.append(Version(id=f"v{i}", parent=parent, path=p))
+        parent = f"v{i}"
+    return Dataset(name="tiny", kind="corpus", source="test", description="tiny", versions=versions)
+
+
+def test_rotated_starts_at_a_different_scheme_each_step():
+    cs = [type("C", (), {"alive": True, "name": x})() for x in "abc"]
+    assert ["".join(c.name for c in rotated(cs, s)) for s in range(4)] == ["abc", "bca", "cab", "abc"]
+    cs[1].alive = False
+    assert ["".join(c.name for c in rotated(cs, s)) for s in range(2)] == ["ac", "ca"]
+
+
+def test_schemes_interleave_version_by_version(tmp_path):
+    CALLS.clear()
+    ds = _dataset(tmp_path / "data")
+    meta = plan_versions([ds])
+    res = run_matrix([_fake("a"), _fake("b")], [ds], meta, tmp_path / "work", repeat=2, archive_repeat=2,
+                     one_repeat=2, rep=_Quiet())
+    archives = [(s, n) for s, what, n in CALLS if what == "archive"]
+    # every version archived by both schemes before the next version, the order rotated per step
+    assert archives[:6] == [("a", "tiny/v0"), ("b", "tiny/v0"), ("b", "tiny/v1"), ("a", "tiny/v1"),
+                            ("a", "tiny/v2"), ("b", "tiny/v2")]
+    assert len(archives) == 12   # two passes
+    retrieves = [s for s, what, _ in CALLS if what == "retrieve"]
+    assert retrieves[:4] in (["a", "b", "b", "a"], ["b", "a", "a", "b"])
+    for name in "ab":
+        r = res[name]
+        assert r["ok"], r["error"]
+        assert len(r["archive_pass_s"]) == 2
+        for key in meta:
+            v = r["versions"][key]
+            assert v["verified"] and len(v["retrieve_s_all"]) == 2 and len(v["archive_s_all"]) == 2
+
+
+def test_a_wrong_bit_fails_that_scheme_only(tmp_path):
+    ds = _dataset(tmp_path / "data", n=2)
+    res = run_matrix([_fake("good"), _fake("bad", broken=True)], [ds], plan_versions([ds]), tmp_path / "work",
+                     repeat=1, archive_repeat=1, one_repeat=1, rep=_Quiet())
+    assert res["good"]["ok"]
+    assert not res["bad"]["ok"] and "not bit-exact" in res["bad"]["error"]
+
+
+def test_memory_probe_measures_each_scheme_in_a_process_apart(tmp_path):
+    ds = _dataset(tmp_path / "data", n=2)
+    versions = [(f"tiny/{v.id}", str(v.path), f"tiny/{v.parent}" if v.parent else None) for v in ds.versions]
+    got = memory.probe(["raw", "zstd3", "no-such-scheme"], versions, tmp_path / "work")
+    for name in ("raw", "zstd3"):
+        assert got[name]["errors"] == {}
+        assert got[name]["archive_peak_bytes"] >= 0
+        assert set(got[name]["retrieve_peak_bytes"]) == {"tiny/v1"}   # newest = largest here: measured once
+    assert "KeyError" in got["no-such-scheme"]["error"]
+
+
+def _report(size_a: float, ret_a: float) -> dict:
+    def s(phys, rmb, amb):
+        return {"physical_bytes": phys, "retrieve_mb_s": rmb, "archive_mb_s": amb}
+    schemes_ = {"pas": s(100, ret_a, 50), "alt": s(size_a, 100, 100)}
+    return {"datasets": [{"name": "d", "schemes": copy.deepcopy(schemes_)}], "totals": schemes_}
+
+
+def test_compare_flags_moved_ratios_and_sizes(tmp_path, capsys):
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_report(200, 120)))
+    b.write_text(json.dumps(_report(200, 126)))     # retrieve ratio +5%: within 15%
+    c.write_text(json.dumps(_report(210, 180)))     # size differs, retrieve ratio +50%
+    assert compare.main([str(a), str(b)]) == 0
+    assert compare.main([str(a), str(c)]) == 1
+    out = capsys.readouterr().out
+    assert "✗" in out and "+50%" in out
