@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-setup bench-quick clean
+.PHONY: setup demo test stress bench bench-setup bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The reliability tests at full size (1,000+ kills, ...); counts in stress-report.json
+stress: setup
+	PAS_STRESS=1 PAS_STRESS_REPORT=stress-report.json $(BIN)/python -m pytest -q -s tests/test_crash.py
 
 bench-setup: setup
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

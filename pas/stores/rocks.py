@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from ..errors import RepositoryLocked, StoreError
+from ..faults import crash_point
 from .base import ATOMIC_BATCH, DURABLE_SYNC, PERSISTENT, Store
 
 
@@ -98,17 +99,23 @@ class RocksStore(Store):
         wopts = self._WriteOptions()
         wopts.sync = sync
         wopts.disable_wal = disable_wal
+        step = "store.put_many" if disable_wal else "store.write"
+        crash_point(step)
         try:
             self._db.write(batch, wopts)
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, self.path) from exc
+        crash_point(step + ".done")
 
     def flush(self) -> None:
+        crash_point("store.flush")
         try:
             self._db.flush(True)
+            crash_point("store.flush.memtable")
             self._db.flush_wal(True)
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, self.path) from exc
+        crash_point("store.flush.done")
 
     def list_prefix(self, prefix: bytes) -> Iterator[bytes]:
         for key in self._db.keys(from_key=prefix):

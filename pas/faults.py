@@ -1,0 +1,60 @@
+"""Named crash points, for crash-safety tests (tests/test_crash.py).
+
+Every write step of the persistent store calls ``crash_point(name)``. In normal
+use it returns at once (one global read). With the environment of a test:
+
+    PAS_CRASH_AT=N          SIGKILL this process at the N-th crash point it reaches (1-based)
+    PAS_CRASH_AT=NAME       ... at the first point called NAME
+    PAS_CRASH_AT=NAME:N     ... at the N-th time NAME is reached
+    PAS_CRASH_LOG=PATH      append the name of every point reached to PATH, one per line
+                            (how a test enumerates the points of an operation)
+
+SIGKILL, not an exception: nothing runs after it (no finally, no atexit, no
+buffered write), exactly as for ``kill -9`` from outside.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+_SPEC = os.environ.get("PAS_CRASH_AT") or None
+_LOG = os.environ.get("PAS_CRASH_LOG") or None
+ACTIVE = bool(_SPEC or _LOG)
+
+_lock = threading.Lock()
+_reached = 0
+_by_name: dict[str, int] = {}
+
+
+def _parse(spec: str | None) -> tuple[str | None, int]:
+    if spec is None:
+        return None, 0
+    name, _, count = spec.rpartition(":") if ":" in spec else ("", "", spec)
+    if name == "" and not count.isdigit():
+        return count, 1                      # a bare name: its first occurrence
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"PAS_CRASH_AT={spec!r}: expected N, NAME or NAME:N (N >= 1)")
+    return (name or None), int(count)
+
+
+_TARGET_NAME, _TARGET_COUNT = _parse(_SPEC)
+
+
+def crash_point(name: str) -> None:
+    """A write step called ``name``: the process may be killed here (see module doc)."""
+    if ACTIVE:
+        _reach(name)
+
+
+def _reach(name: str) -> None:
+    global _reached
+    with _lock:
+        _reached += 1
+        n = _by_name[name] = _by_name.get(name, 0) + 1
+        if _LOG:
+            with open(_LOG, "a") as f:   # closed each time: in the page cache before any kill
+                f.write(name + "\n")
+        if _TARGET_COUNT and ((_TARGET_NAME is None and _reached == _TARGET_COUNT)
+                              or (_TARGET_NAME == name and n == _TARGET_COUNT)):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,281 @@
+"""Crash safety (issue 5, T1/T2 of docs reliability plan): ``pas archive`` and
+``pas gc`` killed with SIGKILL at every named write step (``pas.faults``) and at
+random moments; afterwards the repository verifies clean, every version in it is
+complete and bit-exact, the ref points at the newest complete version, and a
+retry finishes the job.
+
+Default size for CI; ``PAS_STRESS=1`` (``make stress``) runs the full size:
+1,000 random kills of archive and 200 of gc on top of every named point.
+``PAS_STRESS_REPORT=PATH`` writes the counts as JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, big_elements, snapshot_fingerprint
+
+STRESS = os.environ.get("PAS_STRESS") == "1"
+RANDOM_ARCHIVE_KILLS = 1000 if STRESS else 8
+RANDOM_GC_KILLS = 200 if STRESS else 3
+COUNTS: dict[str, int] = {}
+
+# The CLI with a small chunk batch, so that a version's chunks are written in
+# several bulk batches and flushed before its records (the path big models take).
+CLI = ("import sys, pas.writer as w; w.BATCH_BYTES = 256 << 10; "
+       "from pas.cli import main; sys.argv[0] = 'pas'; main()")
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAS_CRASH_")}
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def pas(repo: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CLI, "--repo", str(repo), *args], capture_output=True,
+                          text=True, env=_env(**env), timeout=300)
+
+
+def _snapshot(seed: int, base=None):
+    """A model of ~2.5 MB: chunked tensors (several 1 MiB chunks) and small inline ones."""
+    from pas.snapshot import Snapshot, Tensor
+    rng = np.random.default_rng(seed)
+    s = Snapshot(metadata={"seed": str(seed)}, format="safetensors")
+    n = big_elements() // 100
+    if base is None:
+        arrays = {"big.0": rng.normal(0, 0.02, (n, 100)).astype("<f4"),
+                  "big.1": rng.normal(0, 0.02, (n, 100)).astype("<f4"),
+                  "small.w": rng.normal(0, 0.02, (32, 8)).astype("<f4"),
+                  "small.i": rng.integers(0, 9, 10, dtype="<i8")}
+    else:   # a fine-tune: small updates to some tensors, one new tensor
+        arrays = {k: t.data.copy() for k, t in base.tensors.items()}
+        arrays["big.0"] = (arrays["big.0"] + rng.normal(0, 1e-4, arrays["big.0"].shape)).astype("<f4")
+        arrays["small.w"] = (arrays["small.w"] + rng.normal(0, 1e-4, (32, 8))).astype("<f4")
+        arrays[f"new.{seed}"] = rng.normal(0, 0.02, (n // 2, 100)).astype("<f4")
+    for k, a in arrays.items():
+        s.add(Tensor.from_array(k, a))
+    return s
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts():
+    """After the module: the counts of this run (printed; JSON with PAS_STRESS_REPORT)."""
+    yield
+    print("\ncrash tests:", json.dumps(COUNTS, indent=1))
+    if os.environ.get("PAS_STRESS_REPORT"):
+        Path(os.environ["PAS_STRESS_REPORT"]).write_text(json.dumps(COUNTS, indent=1) + "\n")
+
+
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory):
+    """Three versions as files (v0 <- v1 <- v2), their fingerprints, and a repository
+    holding v0 as ref "m" (the template every trial copies)."""
+    from pas.formats import read, safetensors
+    from pas.repo import Repository
+    root = tmp_path_factory.mktemp("crash")
+    snaps = {"v0": _snapshot(0)}
+    snaps["v1"] = _snapshot(1, snaps["v0"])
+    snaps["v2"] = _snapshot(2, snaps["v1"])
+    files, prints = {}, {}
+    for k, s in snaps.items():
+        files[k] = root / f"{k}.safetensors"
+        safetensors.write(s, files[k])
+        prints[k] = _fingerprint(read(files[k]))
+    template = root / "template"
+    Repository.init(template).close()
+    with Repository.open(template, write=True) as repo:
+        repo.archive(files["v0"], "m")
+    return {"root": root, "files": files, "prints": prints, "template": template}
+
+
+def _fingerprint(snap) -> dict:
+    fp = snapshot_fingerprint(snap)
+    return {"tensors": fp["tensors"], "order": fp["order"]}
+
+
+def _trial_repo(lineage, name: str, template: Path | None = None) -> Path:
+    dst = lineage["root"] / "trials" / name
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(template or lineage["template"], dst)
+    return dst
+
+
+def check_repository(repo_path: Path, lineage) -> list[str]:
+    """The invariants after any crash: verify clean; every version is exactly one
+    of the sources, whole; v1 only with v0, v2 only with v1; ref "m" on the newest.
+    Returns the sources present, in lineage order."""
+    from pas.repo import Repository
+    with Repository.open(repo_path) as repo:
+        rep = repo.verify()
+        assert rep.ok, rep.errors[:5]
+        present = {}
+        for v in repo.versions():
+            fp = _fingerprint(repo.retrieve(v.id))
+            match = [k for k, p in lineage["prints"].items() if p == fp]
+            assert len(match) == 1, f"version {v.id.hex()[:12]} is none of the sources (partly visible?)"
+            assert match[0] not in present, f"{match[0]} stored twice"
+            present[match[0]] = v.id
+        order = [k for k in ("v0", "v1", "v2") if k in present]
+        assert order == ["v0", "v1", "v2"][:len(order)], f"versions out of order: {sorted(present)}"
+        assert repo.resolve("m") == present[order[-1]], "ref m is not on the newest complete version"
+    return order
+
+
+def finish_archive(repo_path: Path, lineage, present: list[str]) -> None:
+    """A retry after the crash archives what is missing, and everything verifies."""
+    from pas.repo import Repository
+    missing = [k for k in ("v1", "v2") if k not in present]
+    if missing:
+        with Repository.open(repo_path, write=True) as repo:
+            repo.archive_series([str(lineage["files"][k]) for k in missing], "m")
+    assert check_repository(repo_path, lineage) == ["v0", "v1", "v2"]
+
+
+def _count(key: str, n: int = 1) -> None:
+    COUNTS[key] = COUNTS.get(key, 0) + n
+
+
+def _points(repo_path: Path, *args: str) -> list[str]:
+    """The crash points one run of ``pas ARGS`` reaches, in order (it runs to the end)."""
+    log = repo_path.parent / f"{repo_path.name}.points"
+    log.unlink(missing_ok=True)
+    r = pas(repo_path, *args, PAS_CRASH_LOG=str(log))
+    assert r.returncode == 0, r.stderr
+    return log.read_text().split()
+
+
+def _archive_args(lineage) -> list[str]:
+    return ["archive", str(lineage["files"]["v1"]), str(lineage["files"]["v2"]), "--name", "m", "--json"]
+
+
+def test_archive_killed_at_every_write_step(lineage):
+    points = _points(_trial_repo(lineage, "enumerate"), *_archive_args(lineage))
+    # two versions, each: bulk chunk batches, a flush before the records, then one synced batch
+    assert points.count("store.write") >= 2 and "store.put_many" in points and "store.flush" in points
+    for k in range(1, len(points) + 1):
+        repo = _trial_repo(lineage, f"point-{k}")
+        r = pas(repo, *_archive_args(lineage), PAS_CRASH_AT=str(k))
+        assert r.returncode == -signal.SIGKILL, (k, points[k - 1], r.returncode, r.stderr[-500:])
+        present = check_repository(repo, lineage)
+        finish_archive(repo, lineage, present)
+        _count("archive named-point kills")
+        _count(f"archive killed with v1, v2 saved: {present[1:]}")
+    assert pas(_trial_repo(lineage, "cli-verify"), "verify").returncode == 0
+
+
+def _kill_at_random(repo: Path, args: list[str], delay: float) -> tuple[subprocess.Popen, str, list[str]]:
+    """Run ``pas ARGS`` and SIGKILL it after ``delay`` seconds (unless it ended):
+    the process, its output and the crash points it had reached."""
+    log = repo.parent / f"{repo.name}.points"
+    log.unlink(missing_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", CLI, "--repo", str(repo), *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_env(PAS_CRASH_LOG=str(log)))
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    out, _ = child.communicate(timeout=300)
+    reached = log.read_text().split() if log.exists() else []
+    return child, out, reached
+
+
+def _write_window(repo: Path, args: list[str]) -> tuple[float, float]:
+    """Seconds from start to the first write step of ``pas ARGS``, and to its end:
+    random kills are aimed at that window (most of a short command is start-up)."""
+    log = repo.parent / f"{repo.name}.points"
+    log.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", CLI, "--repo", str(repo), *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=_env(PAS_CRASH_LOG=str(log)))
+    first = None
+    while child.poll() is None:
+        if first is None and log.exists():
+            first = time.perf_counter() - t0
+        time.sleep(0.002)
+    end = time.perf_counter() - t0
+    assert child.returncode == 0
+    return (first if first is not None else 0.0), end
+
+
+def test_archive_killed_at_random_moments(lineage):
+    rng = np.random.default_rng(5)
+    first, end = _write_window(_trial_repo(lineage, "timing"), _archive_args(lineage))
+    for _ in range(RANDOM_ARCHIVE_KILLS):
+        repo = _trial_repo(lineage, "random")
+        delay = rng.uniform(0.9 * first, 1.1 * end)
+        child, out, reached = _kill_at_random(repo, _archive_args(lineage), delay)
+        present = check_repository(repo, lineage)
+        if child.returncode == 0:   # finished before the kill: what it reported saved must be there
+            reported = json.loads(out)
+            assert len(reported) == 2 and present == ["v0", "v1", "v2"]
+            _count("archive finished before the kill")
+        else:
+            _count("archive random kills" + (" during writes" if reached else " before any write"))
+        finish_archive(repo, lineage, present)
+
+
+@pytest.fixture(scope="module")
+def orphaned(lineage):
+    """A repository where an archive of v1, v2 was killed after its first version's
+    chunks were flushed and before any record: unreferenced chunks for gc."""
+    repo = _trial_repo(lineage, "orphaned")
+    r = pas(repo, *_archive_args(lineage), PAS_CRASH_AT="store.flush.done")
+    assert r.returncode == -signal.SIGKILL
+    assert check_repository(repo, lineage) == ["v0"]
+    from pas.repo import Repository
+    with Repository.open(repo) as rp:
+        dry = rp.gc(force=False)
+    assert dry.chunks > 0
+    return repo
+
+
+def _after_gc_crash(repo: Path, lineage) -> None:
+    from pas.repo import Repository
+    assert check_repository(repo, lineage) == ["v0"]
+    with Repository.open(repo, write=True) as rp:
+        rp.gc(force=True)
+        assert rp.gc(force=False).chunks == 0
+    finish_archive(repo, lineage, ["v0"])
+
+
+def test_gc_killed_at_every_write_step(lineage, orphaned):
+    points = _points(_trial_repo(lineage, "gc-enumerate", orphaned), "gc", "--force")
+    assert "store.write" in points
+    for k in range(1, len(points) + 1):
+        repo = _trial_repo(lineage, f"gc-point-{k}", orphaned)
+        r = pas(repo, "gc", "--force", PAS_CRASH_AT=str(k))
+        assert r.returncode == -signal.SIGKILL, (k, r.stderr[-500:])
+        _after_gc_crash(repo, lineage)
+        _count("gc named-point kills")
+
+
+def test_gc_killed_at_random_moments(lineage, orphaned):
+    rng = np.random.default_rng(7)
+    first, end = _write_window(_trial_repo(lineage, "gc-timing", orphaned), ["gc", "--force"])
+    for _ in range(RANDOM_GC_KILLS):
+        repo = _trial_repo(lineage, "gc-random", orphaned)
+        child, _, reached = _kill_at_random(repo, ["gc", "--force"], rng.uniform(0.9 * first, 1.1 * end))
+        _after_gc_crash(repo, lineage)
+        _count("gc finished before the kill" if child.returncode == 0 else
+               "gc random kills" + (" during writes" if reached else " before any write"))
+
+
+
+
+def test_crash_point_spec_is_checked():
+    from pas.faults import _parse
+    assert _parse("7") == (None, 7)
+    assert _parse("store.flush") == ("store.flush", 1)
+    assert _parse("store.write:3") == ("store.write", 3)
+    for bad in ("store.write:0", "store.write:x", "0"):
+        with pytest.raises(ValueError):
+            _parse(bad)
