@@ -26,6 +26,7 @@ from .chunking import get_chunker
 from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
                      UnsupportedFormat)
 from .hashing import digest
+from .journal import FILE_NAME as JOURNAL_FILE, Journal
 from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
 from .snapshot import Snapshot, Tensor
 from . import reader as reader_mod
@@ -336,6 +337,8 @@ class Repository:
             manifest["delta_source"] = base_version.hex
         body, vid = self._new_version_id(manifest)
         w.commit(VERSION + vid, body, name)
+        if self.root is not None:
+            Journal(self.root / JOURNAL_FILE).append(vid, name)
         return ArchiveResult(
             version_id=vid.hex(), name=name, parent=parent_id.hex() if parent_id else None,
             logical_bytes=snapshot.nbytes, physical_added=w.physical_added,
@@ -549,9 +552,14 @@ class Repository:
         """Re-hash every chunk, check every record, and report damaged versions by name."""
         self.reader.clear_cache()   # judge the store as it is now, not as parsed before
         rep = VerifyReport()
+        # Judged by what the store lists, not by point lookups: a damaged table
+        # index can hide keys from a listing that a lookup still finds (and
+        # would never have been checked), so anything named but not listed is damage.
         bad_chunks: set[bytes] = set()
+        listed_chunks: set[bytes] = set()
         for key, value in self.store.items_prefix(CHUNK):
             addr = key[1:]
+            listed_chunks.add(addr)
             rep.chunks += 1
             try:
                 data = codecs.decode_chunk(value, records.address_length(addr))
@@ -574,7 +582,7 @@ class Repository:
                     codecs.decode_chunk(frame, lay.n, checked=False)
                 for plane in lay.addrs:
                     for a in plane:
-                        if a in bad_chunks or not self.store.exists(CHUNK + a):
+                        if a in bad_chunks or a not in listed_chunks:
                             raise IntegrityError(f"tensor record {addr.hex()[:16]} names a missing or damaged chunk")
                 if lay.base is not None:
                     base_of[addr] = lay.base
@@ -587,7 +595,7 @@ class Repository:
         while changed:
             changed = False
             for addr, base in base_of.items():
-                if addr not in bad_tensors and (base in bad_tensors or not self.store.exists(TENSOR + base)):
+                if addr not in bad_tensors and (base in bad_tensors or base not in depth_of):
                     bad_tensors.add(addr)
                     rep.errors.append(f"tensor record {addr.hex()[:16]}: its delta base {base.hex()[:16]} "
                                       "is missing or damaged")
@@ -620,6 +628,7 @@ class Repository:
                 refs_of.setdefault(records.unpack_ref(value, ""), []).append(key[1:].decode(errors="replace"))
             except IntegrityError:
                 pass  # reported below
+        listed_versions = {key[1:] for key in self.store.list_prefix(VERSION)}
         for key, value in self.store.items_prefix(VERSION):
             vid = key[1:]
             rep.versions += 1
@@ -632,10 +641,10 @@ class Repository:
                 if digest(value) != vid:
                     raise IntegrityError(f"manifest {label} does not match its id")
                 for e in Version(vid, manifest).tensors + Version(vid, manifest).files:
-                    if e.object in bad_tensors or not self.store.exists(TENSOR + e.object):
+                    if e.object in bad_tensors or e.object not in depth_of:
                         raise IntegrityError(f"version {label}: tensor {e.name!r} is missing or damaged")
                 parent = manifest.get("parent")
-                if parent and not self.store.exists(VERSION + bytes.fromhex(parent)):
+                if parent and bytes.fromhex(parent) not in listed_versions:
                     raise IntegrityError(f"version {label}: parent {parent[:12]} is missing")
             except (IntegrityError, KeyError, TypeError, ValueError) as exc:
                 rep.damaged_versions.append(label)
@@ -644,12 +653,27 @@ class Repository:
             name = key[1:].decode(errors="replace")
             try:
                 vid = records.unpack_ref(value, name)
-                if not self.store.exists(VERSION + vid):
+                if vid not in listed_versions:
                     raise IntegrityError(f"ref {name!r} points to a missing version")
             except IntegrityError as exc:
                 rep.damaged_refs.append(name)
                 rep.errors.append(str(exc))
+        self._verify_journal(rep, listed_versions)
         return rep
+
+    def _verify_journal(self, rep: VerifyReport, listed_versions: set[bytes]) -> None:
+        """Every version the journal names is in the store (versions are never
+        deleted): a store that lost one opens without complaint (pas/journal.py)."""
+        if self.root is None:
+            return
+        entries, problems = Journal(self.root / JOURNAL_FILE).read()
+        rep.errors.extend(problems)
+        for e in entries:
+            if e.version not in listed_versions:
+                label = f"{e.ref}@{e.version.hex()[:12]}"
+                if label not in rep.damaged_versions:
+                    rep.damaged_versions.append(label)
+                rep.errors.append(f"version {label} (journal line {e.line}) is missing from the store: lost")
 
     # ----------------------------------------------------------------------- gc
     def gc(self, force: bool = False) -> GcReport:

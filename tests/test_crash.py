@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, big_elements, snapshot_fingerprint
+from conftest import REPO_ROOT
+from reliability import STRESS, check_repository, make_lineage, report
 
-STRESS = os.environ.get("PAS_STRESS") == "1"
 RANDOM_ARCHIVE_KILLS = 1000 if STRESS else 8
 RANDOM_GC_KILLS = 200 if STRESS else 3
 COUNTS: dict[str, int] = {}
@@ -46,61 +46,16 @@ def pas(repo: Path, *args: str, **env) -> subprocess.CompletedProcess:
                           text=True, env=_env(**env), timeout=300)
 
 
-def _snapshot(seed: int, base=None):
-    """A model of ~2.5 MB: chunked tensors (several 1 MiB chunks) and small inline ones."""
-    from pas.snapshot import Snapshot, Tensor
-    rng = np.random.default_rng(seed)
-    s = Snapshot(metadata={"seed": str(seed)}, format="safetensors")
-    n = big_elements() // 100
-    if base is None:
-        arrays = {"big.0": rng.normal(0, 0.02, (n, 100)).astype("<f4"),
-                  "big.1": rng.normal(0, 0.02, (n, 100)).astype("<f4"),
-                  "small.w": rng.normal(0, 0.02, (32, 8)).astype("<f4"),
-                  "small.i": rng.integers(0, 9, 10, dtype="<i8")}
-    else:   # a fine-tune: small updates to some tensors, one new tensor
-        arrays = {k: t.data.copy() for k, t in base.tensors.items()}
-        arrays["big.0"] = (arrays["big.0"] + rng.normal(0, 1e-4, arrays["big.0"].shape)).astype("<f4")
-        arrays["small.w"] = (arrays["small.w"] + rng.normal(0, 1e-4, (32, 8))).astype("<f4")
-        arrays[f"new.{seed}"] = rng.normal(0, 0.02, (n // 2, 100)).astype("<f4")
-    for k, a in arrays.items():
-        s.add(Tensor.from_array(k, a))
-    return s
+@pytest.fixture(scope="module")
+def lineage(tmp_path_factory):
+    return make_lineage(tmp_path_factory.mktemp("crash"))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report_counts():
     """After the module: the counts of this run (printed; JSON with PAS_STRESS_REPORT)."""
     yield
-    print("\ncrash tests:", json.dumps(COUNTS, indent=1))
-    if os.environ.get("PAS_STRESS_REPORT"):
-        Path(os.environ["PAS_STRESS_REPORT"]).write_text(json.dumps(COUNTS, indent=1) + "\n")
-
-
-@pytest.fixture(scope="module")
-def lineage(tmp_path_factory):
-    """Three versions as files (v0 <- v1 <- v2), their fingerprints, and a repository
-    holding v0 as ref "m" (the template every trial copies)."""
-    from pas.formats import read, safetensors
-    from pas.repo import Repository
-    root = tmp_path_factory.mktemp("crash")
-    snaps = {"v0": _snapshot(0)}
-    snaps["v1"] = _snapshot(1, snaps["v0"])
-    snaps["v2"] = _snapshot(2, snaps["v1"])
-    files, prints = {}, {}
-    for k, s in snaps.items():
-        files[k] = root / f"{k}.safetensors"
-        safetensors.write(s, files[k])
-        prints[k] = _fingerprint(read(files[k]))
-    template = root / "template"
-    Repository.init(template).close()
-    with Repository.open(template, write=True) as repo:
-        repo.archive(files["v0"], "m")
-    return {"root": root, "files": files, "prints": prints, "template": template}
-
-
-def _fingerprint(snap) -> dict:
-    fp = snapshot_fingerprint(snap)
-    return {"tensors": fp["tensors"], "order": fp["order"]}
+    report("crash", COUNTS)
 
 
 def _trial_repo(lineage, name: str, template: Path | None = None) -> Path:
@@ -109,27 +64,6 @@ def _trial_repo(lineage, name: str, template: Path | None = None) -> Path:
         shutil.rmtree(dst)
     shutil.copytree(template or lineage["template"], dst)
     return dst
-
-
-def check_repository(repo_path: Path, lineage) -> list[str]:
-    """The invariants after any crash: verify clean; every version is exactly one
-    of the sources, whole; v1 only with v0, v2 only with v1; ref "m" on the newest.
-    Returns the sources present, in lineage order."""
-    from pas.repo import Repository
-    with Repository.open(repo_path) as repo:
-        rep = repo.verify()
-        assert rep.ok, rep.errors[:5]
-        present = {}
-        for v in repo.versions():
-            fp = _fingerprint(repo.retrieve(v.id))
-            match = [k for k, p in lineage["prints"].items() if p == fp]
-            assert len(match) == 1, f"version {v.id.hex()[:12]} is none of the sources (partly visible?)"
-            assert match[0] not in present, f"{match[0]} stored twice"
-            present[match[0]] = v.id
-        order = [k for k in ("v0", "v1", "v2") if k in present]
-        assert order == ["v0", "v1", "v2"][:len(order)], f"versions out of order: {sorted(present)}"
-        assert repo.resolve("m") == present[order[-1]], "ref m is not on the newest complete version"
-    return order
 
 
 def finish_archive(repo_path: Path, lineage, present: list[str]) -> None:

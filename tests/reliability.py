@@ -1,0 +1,96 @@
+"""Shared by the reliability tests (test_crash.py, test_file_corruption.py): a
+small three-version lineage (v0 <- v1 <- v2) with chunked and inline tensors,
+written as files, and the check that a repository holds only whole, bit-exact
+versions of it."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from conftest import big_elements, snapshot_fingerprint
+
+STRESS = os.environ.get("PAS_STRESS") == "1"
+LINEAGE = ("v0", "v1", "v2")
+
+
+def snapshot(seed: int, base=None):
+    """A model of ~2.5 MB: chunked tensors (several 1 MiB chunks) and small inline ones."""
+    from pas.snapshot import Snapshot, Tensor
+    rng = np.random.default_rng(seed)
+    s = Snapshot(metadata={"seed": str(seed)}, format="safetensors")
+    n = big_elements() // 100
+    if base is None:
+        arrays = {"big.0": rng.normal(0, 0.02, (n, 100)).astype("<f4"),
+                  "big.1": rng.normal(0, 0.02, (n, 100)).astype("<f4"),
+                  "small.w": rng.normal(0, 0.02, (32, 8)).astype("<f4"),
+                  "small.i": rng.integers(0, 9, 10, dtype="<i8")}
+    else:   # a fine-tune: small updates to some tensors, one new tensor
+        arrays = {k: t.data.copy() for k, t in base.tensors.items()}
+        arrays["big.0"] = (arrays["big.0"] + rng.normal(0, 1e-4, arrays["big.0"].shape)).astype("<f4")
+        arrays["small.w"] = (arrays["small.w"] + rng.normal(0, 1e-4, (32, 8))).astype("<f4")
+        arrays[f"new.{seed}"] = rng.normal(0, 0.02, (n // 2, 100)).astype("<f4")
+    for k, a in arrays.items():
+        s.add(Tensor.from_array(k, a))
+    return s
+
+
+def make_lineage(root: Path) -> dict:
+    """Three versions as files (v0 <- v1 <- v2), their fingerprints, and a repository
+    holding v0 as ref "m" (the template every trial copies)."""
+    from pas.formats import read, safetensors
+    from pas.repo import Repository
+    snaps = {"v0": snapshot(0)}
+    snaps["v1"] = snapshot(1, snaps["v0"])
+    snaps["v2"] = snapshot(2, snaps["v1"])
+    files, prints = {}, {}
+    for k, s in snaps.items():
+        files[k] = root / f"{k}.safetensors"
+        safetensors.write(s, files[k])
+        prints[k] = fingerprint(read(files[k]))
+    template = root / "template"
+    Repository.init(template).close()
+    with Repository.open(template, write=True) as repo:
+        repo.archive(files["v0"], "m")
+    return {"root": root, "files": files, "prints": prints, "template": template}
+
+
+def fingerprint(snap) -> dict:
+    fp = snapshot_fingerprint(snap)
+    return {"tensors": fp["tensors"], "order": fp["order"]}
+
+
+
+
+def check_repository(repo_path: Path, lineage: dict) -> list[str]:
+    """The invariants after any crash: verify clean; every version is exactly one
+    of the sources, whole; v1 only with v0, v2 only with v1; ref "m" on the newest.
+    Returns the sources present, in lineage order."""
+    from pas.repo import Repository
+    with Repository.open(repo_path) as repo:
+        rep = repo.verify()
+        assert rep.ok, rep.errors[:5]
+        present = {}
+        for v in repo.versions():
+            fp = fingerprint(repo.retrieve(v.id))
+            match = [k for k, p in lineage["prints"].items() if p == fp]
+            assert len(match) == 1, f"version {v.id.hex()[:12]} is none of the sources (partly visible?)"
+            assert match[0] not in present, f"{match[0]} stored twice"
+            present[match[0]] = v.id
+        order = [k for k in LINEAGE if k in present]
+        assert order == list(LINEAGE[:len(order)]), f"versions out of order: {sorted(present)}"
+        assert repo.resolve("m") == present[order[-1]], "ref m is not on the newest complete version"
+    return order
+
+
+def report(section: str, counts: dict) -> None:
+    """Print the counts of a reliability test module; with PAS_STRESS_REPORT=PATH
+    also merge them into that JSON file under ``section``."""
+    print(f"\n{section}:", json.dumps(counts, indent=1))
+    path = os.environ.get("PAS_STRESS_REPORT")
+    if path:
+        p = Path(path)
+        data = json.loads(p.read_text()) if p.exists() else {}
+        data[section] = counts
+        p.write_text(json.dumps(data, indent=1) + "\n")
