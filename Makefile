@@ -21,9 +21,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The reliability tests at full size (1,000+ kills, ...); counts in stress-report.json
+# The reliability tests at full size (1,000+ kills, 1,000 damaged offsets, 10,000+
+# generated tensors); the counts go to stress-report.json
 stress: setup
-	PAS_STRESS=1 PAS_STRESS_REPORT=stress-report.json $(BIN)/python -m pytest -q -s tests/test_crash.py
+	rm -f stress-report.json
+	PAS_STRESS=1 PAS_STRESS_REPORT=stress-report.json PAS_HYPOTHESIS_EXAMPLES=4000 \
+		$(BIN)/python -m pytest -q -s tests/test_crash.py tests/test_file_corruption.py \
+		tests/test_roundtrip_property.py tests/test_integrity.py
 
 bench-setup: setup
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
