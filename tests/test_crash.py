@@ -5,7 +5,7 @@ complete and bit-exact, the ref points at the newest complete version, and a
 retry finishes the job.
 
 Default size for CI; ``PAS_STRESS=1`` (``make stress``) runs the full size:
-1,000 random kills of archive and 200 of gc on top of every named point.
+800 random kills of archive and 200 of gc on top of every named point.
 ``PAS_STRESS_REPORT=PATH`` writes the counts as JSON.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO_ROOT
 from reliability import STRESS, check_repository, make_lineage, report
 
-RANDOM_ARCHIVE_KILLS = 1000 if STRESS else 8
+RANDOM_ARCHIVE_KILLS = 800 if STRESS else 8
 RANDOM_GC_KILLS = 200 if STRESS else 3
 COUNTS: dict[str, int] = {}
 
