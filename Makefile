@@ -27,7 +27,7 @@ stress: setup
 	rm -f stress-report.json
 	PAS_STRESS=1 PAS_STRESS_REPORT=stress-report.json PAS_HYPOTHESIS_EXAMPLES=4000 \
 		$(BIN)/python -m pytest -q -s tests/test_crash.py tests/test_file_corruption.py \
-		tests/test_concurrency.py tests/test_roundtrip_property.py tests/test_integrity.py
+		tests/test_concurrency.py tests/test_faults.py tests/test_roundtrip_property.py tests/test_integrity.py
 
 bench-setup: setup
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

@@ -1,11 +1,16 @@
-"""Named crash points, for crash-safety tests (tests/test_crash.py).
+"""Named crash points, for crash-safety and fault tests (tests/test_crash.py,
+tests/test_faults.py).
 
-Every write step of the persistent store calls ``crash_point(name)``. In normal
-use it returns at once (one global read). With the environment of a test:
+Every write step of the persistent store (and of the version journal) calls
+``crash_point(name)``. In normal use it returns at once (one global read).
+With the environment of a test:
 
     PAS_CRASH_AT=N          SIGKILL this process at the N-th crash point it reaches (1-based)
     PAS_CRASH_AT=NAME       ... at the first point called NAME
     PAS_CRASH_AT=NAME:N     ... at the N-th time NAME is reached
+    PAS_FAIL_AT=...         (same forms) raise OSError(ENOSPC) there instead: the
+                            write or sync at that step fails as on a full disk
+                            (points named *.done, after a step, never fail)
     PAS_CRASH_LOG=PATH      append the name of every point reached to PATH, one per line
                             (how a test enumerates the points of an operation)
 
@@ -14,13 +19,15 @@ buffered write), exactly as for ``kill -9`` from outside.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
 
 _SPEC = os.environ.get("PAS_CRASH_AT") or None
+_FAIL_SPEC = os.environ.get("PAS_FAIL_AT") or None
 _LOG = os.environ.get("PAS_CRASH_LOG") or None
-ACTIVE = bool(_SPEC or _LOG)
+ACTIVE = bool(_SPEC or _FAIL_SPEC or _LOG)
 
 _lock = threading.Lock()
 _reached = 0
@@ -38,7 +45,8 @@ def _parse(spec: str | None) -> tuple[str | None, int]:
     return (name or None), int(count)
 
 
-_TARGET_NAME, _TARGET_COUNT = _parse(_SPEC)
+_KILL_AT = _parse(_SPEC)
+_FAIL_AT = _parse(_FAIL_SPEC)
 
 
 def crash_point(name: str) -> None:
@@ -55,6 +63,12 @@ def _reach(name: str) -> None:
         if _LOG:
             with open(_LOG, "a") as f:   # closed each time: in the page cache before any kill
                 f.write(name + "\n")
-        if _TARGET_COUNT and ((_TARGET_NAME is None and _reached == _TARGET_COUNT)
-                              or (_TARGET_NAME == name and n == _TARGET_COUNT)):
+        if _matches(_KILL_AT, name, n):
             os.kill(os.getpid(), signal.SIGKILL)
+        if _matches(_FAIL_AT, name, n) and not name.endswith(".done"):   # a finished step cannot fail
+            raise OSError(errno.ENOSPC, f"No space left on device (injected at {name!r}, point {_reached})")
+
+
+def _matches(target: tuple[str | None, int], name: str, n: int) -> bool:
+    want_name, count = target
+    return bool(count) and ((want_name is None and _reached == count) or (want_name == name and n == count))

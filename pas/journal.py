@@ -29,6 +29,10 @@ from .faults import crash_point
 FILE_NAME = "journal"
 
 
+class JournalWarning(UserWarning):
+    """A saved version could not be recorded in the journal (disk full, I/O error)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     line: int

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from .chunking import get_chunker
 from .errors import (BadInput, IntegrityError, NotARepository, NotFound,
                      UnsupportedFormat)
 from .hashing import digest
-from .journal import FILE_NAME as JOURNAL_FILE, Journal
+from .journal import FILE_NAME as JOURNAL_FILE, Journal, JournalWarning
 from .records import CHUNK, REF, TENSOR, VERSION, TensorEntry, Version
 from .snapshot import Snapshot, Tensor
 from . import reader as reader_mod
@@ -338,7 +339,12 @@ class Repository:
         body, vid = self._new_version_id(manifest)
         w.commit(VERSION + vid, body, name)
         if self.root is not None:
-            Journal(self.root / JOURNAL_FILE).append(vid, name)
+            try:
+                Journal(self.root / JOURNAL_FILE).append(vid, name)
+            except OSError as exc:
+                # The version is saved: failing now would have the user archive it twice.
+                warnings.warn(f"version {vid.hex()[:12]} is saved, but the journal could not record it "
+                              f"({exc}); verify cannot cross-check it", JournalWarning, stacklevel=2)
         return ArchiveResult(
             version_id=vid.hex(), name=name, parent=parent_id.hex() if parent_id else None,
             logical_bytes=snapshot.nbytes, physical_added=w.physical_added,

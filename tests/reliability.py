@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import big_elements, snapshot_fingerprint
+from conftest import REPO_ROOT, big_elements, snapshot_fingerprint
 
 STRESS = os.environ.get("PAS_STRESS") == "1"
 LINEAGE = ("v0", "v1", "v2")
@@ -94,3 +97,40 @@ def report(section: str, counts: dict) -> None:
         data = json.loads(p.read_text()) if p.exists() else {}
         data[section] = counts
         p.write_text(json.dumps(data, indent=1) + "\n")
+
+
+# The CLI with a small chunk batch, so that a version's chunks are written in
+# several bulk batches and flushed before its records (the path big models take).
+CLI = ("import sys, pas.writer as w; w.BATCH_BYTES = 256 << 10; "
+       "from pas.cli import main; sys.argv[0] = 'pas'; main()")
+
+
+def cli_env(**extra) -> dict:
+    """This environment without fault settings, plus ``extra``, with pas importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAS_CRASH_", "PAS_FAIL_"))}
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def pas(repo: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    """``pas --repo REPO ARGS`` (the small-batch CLI) with extra environment ``env``."""
+    return subprocess.run([sys.executable, "-c", CLI, "--repo", str(repo), *args], capture_output=True,
+                          text=True, env=cli_env(**env), timeout=300)
+
+
+def crash_points(repo: Path, *args: str) -> list[str]:
+    """The crash points one run of ``pas ARGS`` reaches, in order (it runs to the end)."""
+    log = repo.parent / f"{repo.name}.points"
+    log.unlink(missing_ok=True)
+    r = pas(repo, *args, PAS_CRASH_LOG=str(log))
+    assert r.returncode == 0, r.stderr
+    return log.read_text().split()
+
+
+def copy_repo(src: Path, dst: Path) -> Path:
+    """A fresh copy of repository ``src`` at ``dst`` (replacing what is there)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst

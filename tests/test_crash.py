@@ -11,8 +11,6 @@ Default size for CI; ``PAS_STRESS=1`` (``make stress``) runs the full size:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,30 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
-from reliability import STRESS, check_repository, make_lineage, report
+from reliability import CLI, STRESS, check_repository, cli_env, copy_repo, crash_points, make_lineage, pas, report
 
 RANDOM_ARCHIVE_KILLS = 800 if STRESS else 8
 RANDOM_GC_KILLS = 200 if STRESS else 3
 COUNTS: dict[str, int] = {}
-
-# The CLI with a small chunk batch, so that a version's chunks are written in
-# several bulk batches and flushed before its records (the path big models take).
-CLI = ("import sys, pas.writer as w; w.BATCH_BYTES = 256 << 10; "
-       "from pas.cli import main; sys.argv[0] = 'pas'; main()")
-
-
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAS_CRASH_")}
-    env.update(extra)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def pas(repo: Path, *args: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, "--repo", str(repo), *args], capture_output=True,
-                          text=True, env=_env(**env), timeout=300)
-
 
 @pytest.fixture(scope="module")
 def lineage(tmp_path_factory):
@@ -59,11 +38,7 @@ def report_counts():
 
 
 def _trial_repo(lineage, name: str, template: Path | None = None) -> Path:
-    dst = lineage["root"] / "trials" / name
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(template or lineage["template"], dst)
-    return dst
+    return copy_repo(template or lineage["template"], lineage["root"] / "trials" / name)
 
 
 def finish_archive(repo_path: Path, lineage, present: list[str]) -> None:
@@ -80,21 +55,12 @@ def _count(key: str, n: int = 1) -> None:
     COUNTS[key] = COUNTS.get(key, 0) + n
 
 
-def _points(repo_path: Path, *args: str) -> list[str]:
-    """The crash points one run of ``pas ARGS`` reaches, in order (it runs to the end)."""
-    log = repo_path.parent / f"{repo_path.name}.points"
-    log.unlink(missing_ok=True)
-    r = pas(repo_path, *args, PAS_CRASH_LOG=str(log))
-    assert r.returncode == 0, r.stderr
-    return log.read_text().split()
-
-
 def _archive_args(lineage) -> list[str]:
     return ["archive", str(lineage["files"]["v1"]), str(lineage["files"]["v2"]), "--name", "m", "--json"]
 
 
 def test_archive_killed_at_every_write_step(lineage):
-    points = _points(_trial_repo(lineage, "enumerate"), *_archive_args(lineage))
+    points = crash_points(_trial_repo(lineage, "enumerate"), *_archive_args(lineage))
     # two versions, each: bulk chunk batches, a flush before the records, then one synced batch
     assert points.count("store.write") >= 2 and "store.put_many" in points and "store.flush" in points
     for k in range(1, len(points) + 1):
@@ -114,7 +80,7 @@ def _kill_at_random(repo: Path, args: list[str], delay: float) -> tuple[subproce
     log = repo.parent / f"{repo.name}.points"
     log.unlink(missing_ok=True)
     child = subprocess.Popen([sys.executable, "-c", CLI, "--repo", str(repo), *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=_env(PAS_CRASH_LOG=str(log)))
+                             stderr=subprocess.PIPE, text=True, env=cli_env(PAS_CRASH_LOG=str(log)))
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=300)
@@ -129,7 +95,7 @@ def _write_window(repo: Path, args: list[str]) -> tuple[float, float]:
     log.unlink(missing_ok=True)
     t0 = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", CLI, "--repo", str(repo), *args], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=_env(PAS_CRASH_LOG=str(log)))
+                             stderr=subprocess.DEVNULL, env=cli_env(PAS_CRASH_LOG=str(log)))
     first = None
     while child.poll() is None:
         if first is None and log.exists():
@@ -182,7 +148,7 @@ def _after_gc_crash(repo: Path, lineage) -> None:
 
 
 def test_gc_killed_at_every_write_step(lineage, orphaned):
-    points = _points(_trial_repo(lineage, "gc-enumerate", orphaned), "gc", "--force")
+    points = crash_points(_trial_repo(lineage, "gc-enumerate", orphaned), "gc", "--force")
     assert "store.write" in points
     for k in range(1, len(points) + 1):
         repo = _trial_repo(lineage, f"gc-point-{k}", orphaned)

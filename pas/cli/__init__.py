@@ -291,6 +291,8 @@ def bench(ctx: typer.Context,
 
 
 def main() -> None:
+    import warnings
+    warnings.showwarning = lambda message, *args, **kwargs: typer.echo(f"pas: warning: {message}", err=True)
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

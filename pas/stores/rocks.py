@@ -100,16 +100,16 @@ class RocksStore(Store):
         wopts.sync = sync
         wopts.disable_wal = disable_wal
         step = "store.put_many" if disable_wal else "store.write"
-        crash_point(step)
         try:
+            crash_point(step)
             self._db.write(batch, wopts)
         except Exception as exc:  # noqa: BLE001
             raise _classify(exc, self.path) from exc
         crash_point(step + ".done")
 
     def flush(self) -> None:
-        crash_point("store.flush")
         try:
+            crash_point("store.flush")
             self._db.flush(True)
             crash_point("store.flush.memtable")
             self._db.flush_wal(True)
