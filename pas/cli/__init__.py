@@ -6,6 +6,7 @@ the code of their class (pas/errors.py; docs/cli.md lists them).
 """
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import NotFound, PasError
+from ..errors import BadInput, NotFound, PasError, StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="pas: Parameter Archival Storage for neural-network weights.",
@@ -154,7 +155,7 @@ def log(ref: Optional[str] = typer.Argument(None, help="Start here (default: eve
         as_json: bool = JsonOpt):
     """Versions, newest first: the ancestry of REF, or all versions."""
     with _open() as repo:
-        versions = repo.log(ref) if ref else list(reversed(repo.versions()))
+        versions = repo.log(ref) if ref is not None else list(reversed(repo.versions()))
         refs = repo.refs()
     by_id: dict[str, list[str]] = {}
     for n, vid in refs.items():
@@ -290,6 +291,11 @@ def bench(ctx: typer.Context,
     raise typer.Exit(bench_main(argv))
 
 
+def _bounded(text: str, limit: int = 1000) -> str:
+    """An error message of bounded length: hostile inputs can be megabytes long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def main() -> None:
     import warnings
     warnings.showwarning = lambda message, *args, **kwargs: typer.echo(f"pas: warning: {message}", err=True)
@@ -298,8 +304,14 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except PasError as exc:
-        typer.echo(f"pas: error: {exc}", err=True)
+        typer.echo(f"pas: error: {_bounded(str(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # Reading inputs and writing outputs (not the store, whose errors are
+        # StoreError): a bad path, a full disk, a name too long for the OS.
+        name = f": {_bounded(str(exc.filename), 200)}" if exc.filename else ""
+        typer.echo(f"pas: error: {exc.strerror or exc}{name}", err=True)
+        sys.exit(StoreError.exit_code if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) else BadInput.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
