@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+from conftest import big_elements
 from hypothesis import given
 from hypothesis import strategies as st
-
-from conftest import big_elements
 
 from pas import codecs, records
 from pas.errors import PasError
 from pas.reader import parse_record
 from pas.repo import Repository
 from pas.snapshot import Snapshot, Tensor
-
-import numpy as np
 
 
 def _stored_values():
