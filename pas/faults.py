@@ -41,7 +41,7 @@ def _parse(spec: str | None) -> tuple[str | None, int]:
     if name == "" and not count.isdigit():
         return count, 1                      # a bare name: its first occurrence
     if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"PAS_CRASH_AT={spec!r}: expected N, NAME or NAME:N (N >= 1)")
+        raise ValueError(f"crash point {spec!r} (PAS_CRASH_AT / PAS_FAIL_AT): expected N, NAME or NAME:N (N >= 1)")
     return (name or None), int(count)
 
 

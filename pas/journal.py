@@ -70,9 +70,7 @@ class Journal:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return [], []
-        lines = data.split(b"\n")
-        torn_tail = lines.pop()    # after the last LF: empty, or a write cut short
-        del torn_tail
+        lines = data.split(b"\n")[:-1]   # after the last LF: nothing, or a write cut short by a crash
         entries, problems = [], []
         for n, raw in enumerate(lines, 1):
             try:
