@@ -204,3 +204,20 @@ def _probe_one(name: str, root: Path, versions: list) -> dict:
 if __name__ == "__main__":
     job = json.loads(Path(sys.argv[1]).read_text())
     Path(job["out"]).write_text(json.dumps(_probe_all(job)))
+
+
+def settle_memory() -> str | None:
+    """Start a run from the same memory state: dirty pages written back, the page
+    cache dropped and free memory compacted (so large allocations can get huge
+    pages as in any other run). Returns None on success, else why not (not root,
+    not Linux). A per-run memory state lands on one scheme for a whole run, which
+    interleaving cannot cancel (bench/reports/2026-11-27-session3)."""
+    why = drop_page_cache()
+    if why:
+        return why
+    try:
+        with open("/proc/sys/vm/compact_memory", "w") as f:
+            f.write("1\n")
+        return None
+    except OSError as exc:
+        return f"cannot compact memory ({exc.strerror or exc})"
