@@ -1,7 +1,8 @@
 """Corruption of the files on disk (issue 5, T5/T6 of the reliability plan): a
 bit flipped or a file truncated at a random offset in every kind of file of a
 repository (RocksDB table files, MANIFEST, CURRENT, OPTIONS, the write-ahead
-log of a repository whose writer was killed, and pas's version journal).
+log of a repository whose writer was killed, pas's version journal and its
+record of the OPTIONS file's digest).
 
 After each damage: no wrong bytes are ever returned, every error is typed
 (`PasError`), and either the repository is intact (the damage hit bytes nothing
@@ -25,6 +26,7 @@ import pytest
 from reliability import LINEAGE, STRESS, fingerprint, make_lineage, report
 
 from pas.errors import PasError
+from pas.stores.rocks import OPTIONS_CHECK
 
 DAMAGES = 1000 if STRESS else 80
 CLI_CHECK_EVERY = 10            # also run `pas verify` as a command on every 10th damaged repository
@@ -96,6 +98,8 @@ def _kind(path: Path) -> str:
         return "table"
     if n.endswith(".log"):
         return "wal"
+    if n.startswith(OPTIONS_CHECK):
+        return "options-check"
     return n.split("-")[0].split(".")[0]      # MANIFEST, CURRENT, OPTIONS, IDENTITY, rocksdict-config
 
 
