@@ -8,7 +8,7 @@ refused with exit 11 and no traceback; no reader ever saw a version that is not
 exactly one of the sources; every archive that succeeded left its version whole
 and its ref on it; gc removed nothing a version needs; verify is clean.
 
-Default size for CI; ``PAS_STRESS=1`` runs 100 rounds.
+Default size for CI; ``PAS_STRESS=1`` runs 100 rounds (``PAS_STRESS_ROUNDS``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from reliability import STRESS, fingerprint, make_lineage, report
 
 from pas.repo import Repository
 
-ROUNDS = 100 if STRESS else 4
+ROUNDS = int(os.environ.get("PAS_STRESS_ROUNDS", 100 if STRESS else 4))
 COUNTS: dict[str, int] = {}
 
 READER = textwrap.dedent("""

@@ -5,12 +5,13 @@ complete and bit-exact, the ref points at the newest complete version, and a
 retry finishes the job.
 
 Default size for CI; ``PAS_STRESS=1`` (``make stress``) runs the full size:
-800 random kills of archive and 200 of gc on top of every named point.
+800 random kills of archive (``PAS_STRESS_KILLS``) and 200 of gc on top of every named point.
 ``PAS_STRESS_REPORT=PATH`` writes the counts as JSON.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 from reliability import CLI, STRESS, check_repository, cli_env, copy_repo, crash_points, make_lineage, pas, report
 
-RANDOM_ARCHIVE_KILLS = 800 if STRESS else 8
+RANDOM_ARCHIVE_KILLS = int(os.environ.get("PAS_STRESS_KILLS", 800 if STRESS else 8))
 RANDOM_GC_KILLS = 200 if STRESS else 3
 COUNTS: dict[str, int] = {}
 
