@@ -103,11 +103,14 @@ def _kind(path: Path) -> str:
     return n.split("-")[0].split(".")[0]      # MANIFEST, CURRENT, OPTIONS, IDENTITY, rocksdict-config
 
 
-def _damage(repo: Path, rng: random.Random) -> tuple[str, str]:
+def _damage(repo: Path, rng: random.Random, kind: str | None = None) -> tuple[str, str]:
+    """Flip a bit or truncate at a random offset in a random file (of ``kind``, if given)."""
     pas_dir = repo / ".pas"
-    files = [f for f in (pas_dir / "db").iterdir()
-             if f.is_file() and f.stat().st_size > 0 and f.name != "LOCK" and not f.name.startswith("LOG")]
+    files = sorted(f for f in (pas_dir / "db").iterdir()
+                   if f.is_file() and f.stat().st_size > 0 and f.name != "LOCK" and not f.name.startswith("LOG"))
     files.append(pas_dir / "journal")
+    if kind is not None:
+        files = [f for f in files if _kind(f) == kind]
     f = rng.choice(files)
     data = bytearray(f.read_bytes())
     off = rng.randrange(len(data))
@@ -146,12 +149,13 @@ KINDS["killed"] = KINDS["closed"] | {"wal"}
 def test_damaged_files_never_return_wrong_bytes(templates, which, tmp_path):
     rng = random.Random(f"{which}-corruption")
     kinds = set()
+    first = sorted(KINDS[which])       # every kind of file once, then files at random
     for i in range(DAMAGES // 2):
         repo = tmp_path / "r"
         if repo.exists():
             shutil.rmtree(repo)
         shutil.copytree(templates[which], repo)
-        kind, how = _damage(repo, rng)
+        kind, how = _damage(repo, rng, first[i] if i < len(first) else None)
         kinds.add(kind)
         outcome = _judge(repo, templates["lineage"], templates["ids"][which])
         key = f"{which} {kind} {how}: {outcome}"
