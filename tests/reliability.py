@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import REPO_ROOT, big_elements, snapshot_fingerprint
 
 STRESS = os.environ.get("PAS_STRESS") == "1"
@@ -66,6 +67,12 @@ def fingerprint(snap) -> dict:
 
 
 
+def source_of(repo, version_id: bytes, lineage: dict) -> str | None:
+    """The lineage source that a stored version is, byte for byte, or None."""
+    fp = fingerprint(repo.retrieve(version_id))
+    return next((k for k, p in lineage["prints"].items() if p == fp), None)
+
+
 def check_repository(repo_path: Path, lineage: dict) -> list[str]:
     """The invariants after any crash: verify clean; every version is exactly one
     of the sources, whole; v1 only with v0, v2 only with v1; ref "m" on the newest.
@@ -76,11 +83,10 @@ def check_repository(repo_path: Path, lineage: dict) -> list[str]:
         assert rep.ok, rep.errors[:5]
         present = {}
         for v in repo.versions():
-            fp = fingerprint(repo.retrieve(v.id))
-            match = [k for k, p in lineage["prints"].items() if p == fp]
-            assert len(match) == 1, f"version {v.id.hex()[:12]} is none of the sources (partly visible?)"
-            assert match[0] not in present, f"{match[0]} stored twice"
-            present[match[0]] = v.id
+            src = source_of(repo, v.id, lineage)
+            assert src is not None, f"version {v.id.hex()[:12]} is none of the sources (partly visible?)"
+            assert src not in present, f"{src} stored twice"
+            present[src] = v.id
         order = [k for k in LINEAGE if k in present]
         assert order == list(LINEAGE[:len(order)]), f"versions out of order: {sorted(present)}"
         assert repo.resolve("m") == present[order[-1]], "ref m is not on the newest complete version"
@@ -105,11 +111,12 @@ CLI = ("import sys, pas.writer as w; w.BATCH_BYTES = 256 << 10; "
        "from pas.cli import main; sys.argv[0] = 'pas'; main()")
 
 
-def cli_env(**extra) -> dict:
-    """This environment without fault settings, plus ``extra``, with pas importable."""
+def cli_env(extra_path: tuple[str, ...] = (), **extra) -> dict:
+    """This environment without fault settings, plus ``extra``, with pas (and
+    ``extra_path``) importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PAS_CRASH_", "PAS_FAIL_"))}
     env.update(extra)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), *extra_path, env.get("PYTHONPATH")]))
     return env
 
 
@@ -134,3 +141,20 @@ def copy_repo(src: Path, dst: Path) -> Path:
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
     return dst
+
+
+def module_fixtures(section: str, counts: dict):
+    """The two module fixtures of a reliability test module: ``lineage`` (a
+    fresh ``make_lineage``) and ``report_counts`` (autouse: reports ``counts``
+    under ``section`` after the module). Use: ``lineage, report_counts = module_fixtures(...)``."""
+
+    @pytest.fixture(scope="module")
+    def lineage(tmp_path_factory):
+        return make_lineage(tmp_path_factory.mktemp(section.replace(" ", "-")))
+
+    @pytest.fixture(scope="module", autouse=True)
+    def report_counts():
+        yield
+        report(section, counts)
+
+    return lineage, report_counts

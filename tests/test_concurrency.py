@@ -21,14 +21,14 @@ import sys
 import textwrap
 import time
 
-import pytest
-from conftest import REPO_ROOT, TESTS_DIR
-from reliability import STRESS, fingerprint, make_lineage, report
+from conftest import TESTS_DIR
+from reliability import STRESS, cli_env, module_fixtures, source_of
 
 from pas.repo import Repository
 
 ROUNDS = int(os.environ.get("PAS_STRESS_ROUNDS", 100 if STRESS else 4))
 COUNTS: dict[str, int] = {}
+lineage, report_counts = module_fixtures("concurrency", COUNTS)
 
 READER = textwrap.dedent("""
     import json, sys, time
@@ -53,23 +53,6 @@ READER = textwrap.dedent("""
             sys.exit(1)
     print(json.dumps({"seen": seen, "bad": bad, "opens": opens}))
 """)
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAS_CRASH_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH")]))
-    return env
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_counts():
-    yield
-    report("concurrency", COUNTS)
-
-
-@pytest.fixture(scope="module")
-def lineage(tmp_path_factory):
-    return make_lineage(tmp_path_factory.mktemp("concurrency"))
 
 
 def _count(key: str) -> None:
@@ -99,7 +82,7 @@ def test_writers_gc_and_readers_together(lineage, tmp_path):
         for name in order:
             time.sleep(rng.uniform(0, 0.15))
             procs[name] = subprocess.Popen(jobs[name][0], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                           env=_env())
+                                           env=cli_env((str(TESTS_DIR),)))
         results = {}
         for name, p in procs.items():
             out, err = p.communicate(timeout=300)
@@ -125,10 +108,8 @@ def test_writers_gc_and_readers_together(lineage, tmp_path):
             assert rep.ok, rep.errors[:5]
             by_id = {}
             for v in r.versions():
-                fp = fingerprint(r.retrieve(v.id))
-                match = [k for k, p in lineage["prints"].items() if p == fp]
-                assert len(match) == 1, f"round {rnd}: a version is none of the sources"
-                by_id[v.id] = match[0]
+                by_id[v.id] = source_of(r, v.id, lineage)
+                assert by_id[v.id] is not None, f"round {rnd}: a version is none of the sources"
             for name in winners:
                 want = jobs[name][1]
                 if want is not None:

@@ -20,23 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability import CLI, STRESS, check_repository, cli_env, copy_repo, crash_points, make_lineage, pas, report
+from reliability import CLI, STRESS, check_repository, cli_env, copy_repo, crash_points, module_fixtures, pas
 
 RANDOM_ARCHIVE_KILLS = int(os.environ.get("PAS_STRESS_KILLS", 800 if STRESS else 8))
 RANDOM_GC_KILLS = 200 if STRESS else 3
 COUNTS: dict[str, int] = {}
-
-@pytest.fixture(scope="module")
-def lineage(tmp_path_factory):
-    return make_lineage(tmp_path_factory.mktemp("crash"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_counts():
-    """After the module: the counts of this run (printed; JSON with PAS_STRESS_REPORT)."""
-    yield
-    report("crash", COUNTS)
-
+lineage, report_counts = module_fixtures("crash", COUNTS)
 
 def _trial_repo(lineage, name: str, template: Path | None = None) -> Path:
     return copy_repo(template or lineage["template"], lineage["root"] / "trials" / name)

@@ -8,23 +8,12 @@ verifies clean, holds only whole versions, and a retry succeeds.
 from __future__ import annotations
 
 
-import pytest
-from reliability import check_repository, copy_repo, crash_points, make_lineage, pas, report
+from reliability import check_repository, copy_repo, crash_points, module_fixtures, pas
 
 from pas.repo import Repository
 
 COUNTS: dict[str, int] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_counts():
-    yield
-    report("injected faults", COUNTS)
-
-
-@pytest.fixture(scope="module")
-def lineage(tmp_path_factory):
-    return make_lineage(tmp_path_factory.mktemp("faults"))
+lineage, report_counts = module_fixtures("injected faults", COUNTS)
 
 
 def _copy(lineage, name: str):

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reliability import LINEAGE, STRESS, fingerprint, make_lineage, report
+from reliability import LINEAGE, STRESS, cli_env, make_lineage, report, source_of
 
 from pas.errors import PasError
 from pas.stores.rocks import OPTIONS_CHECK
@@ -40,13 +40,9 @@ def report_counts():
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    from conftest import REPO_ROOT
-    import os
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PAS_CRASH_")}
-    e.update(env or {})
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), e.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "pas.cli", *args], capture_output=True, text=True, env=e,
-                          timeout=300)
+    """The real CLI (its own chunk batch size: the killed template relies on it)."""
+    return subprocess.run([sys.executable, "-m", "pas.cli", *args], capture_output=True, text=True,
+                          env=cli_env(**(env or {})), timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +77,11 @@ def _identify(repo, lin) -> dict:
     found = {}
     for v in repo.versions():
         try:
-            fp = fingerprint(repo.retrieve(v.id))
+            src = source_of(repo, v.id, lin)
         except PasError:
             continue
-        match = [k for k, p in lin["prints"].items() if p == fp]
-        assert match, f"version {v.id.hex()[:12]} returned bytes that are none of the sources"
-        found[match[0]] = v
+        assert src is not None, f"version {v.id.hex()[:12]} returned bytes that are none of the sources"
+        found[src] = v
     return found
 
 
