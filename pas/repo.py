@@ -634,8 +634,9 @@ class Repository:
                 refs_of.setdefault(records.unpack_ref(value, ""), []).append(key[1:].decode(errors="replace"))
             except IntegrityError:
                 pass  # reported below
-        listed_versions = {key[1:] for key in self.store.list_prefix(VERSION)}
-        for key, value in self.store.items_prefix(VERSION):
+        version_items = list(self.store.items_prefix(VERSION))   # manifests: small, read once
+        listed_versions = {key[1:] for key, _ in version_items}
+        for key, value in version_items:
             vid = key[1:]
             rep.versions += 1
             # Name a version by the refs that point at it: a damaged manifest cannot name itself.
