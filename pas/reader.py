@@ -141,6 +141,14 @@ class TensorReader:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= old.nbytes
 
+    def limit_cache(self, nbytes: int) -> None:
+        """Hold at most ``nbytes`` of decoded words from now on (a memory limit)."""
+        with self._lock:
+            self._cache_bytes = int(nbytes)
+            while self._cached > self._cache_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= old.nbytes
+
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()

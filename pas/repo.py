@@ -33,7 +33,7 @@ from .snapshot import Snapshot, Tensor
 from . import reader as reader_mod
 from .reader import TensorReader, parse_record
 from .stores.base import Store
-from .writer import BaseIndex, VersionWriter
+from .writer import DEFAULT_MEMORY_LIMIT, PARALLEL_MIN_BYTES, BaseIndex, VersionWriter
 
 FORMAT_VERSION = 1
 REPO_DIR = ".pas"
@@ -53,8 +53,6 @@ DEFAULT_CONFIG = {
 }
 
 Progress = Callable[[int], None]  # called with the number of logical bytes just processed
-#: Tensors at least this big are decoded on the thread pool.
-PARALLEL_MIN_BYTES = 256 << 10
 
 
 def _now() -> str:
@@ -132,6 +130,9 @@ class Repository:
         self.compressor = codecs.get_codec(config["codec"])
         self._pool: ThreadPoolExecutor | None = None
         self.reader = TensorReader(store, lambda: self.pool)
+        #: Bytes archiving may hold for data (slabs, batches, cached bases; `MemoryBudget`).
+        self.memory_limit = parse_size(os.environ["PAS_MEMORY_LIMIT"]) if os.environ.get("PAS_MEMORY_LIMIT") \
+            else DEFAULT_MEMORY_LIMIT
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -739,6 +740,21 @@ class Repository:
         return {"objects": counts, "logical_bytes": logical, "physical_bytes": physical,
                 "ratio": round(logical / physical, 4) if physical else None,
                 "disk_bytes": self.store.size_on_disk()}
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """A byte count written as ``123``, ``512M``, ``2G``, ``1.5GiB`` (binary units)."""
+    import re
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise BadInput(f"not a size: {str(text)[:40]!r} (write e.g. 512M or 2G)")
+    value = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+    if value < 1 << 20:
+        raise BadInput(f"size {text!r} is below the 1 MiB minimum")
+    return value
 
 
 def _is_repo_dir(path: Path) -> bool:

@@ -19,17 +19,23 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import codecs, dtypes, planes, records
-from .delta import select
+from .delta import aligned_base, select
 from .errors import BadInput, IntegrityError
 from .hashing import digest
 from .records import CHUNK, REF, TENSOR, TensorEntry, Version, tensor_digest
 from .snapshot import Tensor
 
-#: Bytes of new chunks held in memory before they are written in one batch.
+#: Bytes of new chunks held in memory before they are written in one batch
+#: (at most; a small memory limit lowers it, see `MemoryBudget`).
 BATCH_BYTES = 64 << 20
+#: The memory archiving may use for data by default (PAS_MEMORY_LIMIT, or
+#: `pas archive --memory-limit`, or `Repository.memory_limit` override it).
+DEFAULT_MEMORY_LIMIT = 4 << 30
 #: Tensors up to this size keep their plane frames inside their record
 #: (one object instead of a record plus one chunk per plane).
 INLINE_MAX = 1 << 20
+#: Tensors at least this big are encoded (and decoded, pas.repo) on worker threads.
+PARALLEL_MIN_BYTES = 256 << 10
 #: Elements read from a candidate base to rank it by bitwise similarity.
 SIMILARITY_ELEMENTS = 1 << 14
 #: Same-shaped tensors of other names considered as bases for one tensor.
@@ -39,6 +45,33 @@ MAX_OTHER_CANDIDATES = 8
 SAME_NAME_TRUST = 0.5
 
 Progress = Callable[[int], None]
+
+
+class MemoryBudget:
+    """How a memory limit for archiving is shared out.
+
+    Each encode worker holds about four slabs at once (the plane buffer, the
+    base's decoded range, compressed pieces, decode scratch), the pending
+    batch of chunks waits for its write, and decoded delta bases are cached.
+    A tensor bigger than one slab is encoded slab by slab, so its size never
+    sets the peak: the source is read through (an mmap for safetensors) and
+    its delta base is decoded range by range.
+    """
+
+    def __init__(self, limit: int, workers: int, chunk_elements: int):
+        self.limit = int(limit)
+        per_slab = max(1, self.limit // (8 * max(1, workers)))
+        self.slab_bytes = max(chunk_elements, per_slab)
+        self.batch_bytes = min(BATCH_BYTES, max(1 << 20, self.limit // 8))
+        self.cache_bytes = self.limit // 4
+        # Chunks written in bulk wait in the store's write buffer (RocksDB
+        # memtables: up to 2 x 64 MiB) until it flushes them to disk; past
+        # this many bytes the writer flushes it itself.
+        self.unflushed_bytes = max(self.batch_bytes, self.limit // 8)
+
+    def slab_elements(self, itemsize: int, chunk_elements: int) -> int:
+        """Elements per slab: whole chunks (so slabs cut planes where whole streams would)."""
+        return max(1, self.slab_bytes // itemsize // chunk_elements) * chunk_elements
 
 
 class BaseIndex:
@@ -52,9 +85,10 @@ class BaseIndex:
         for e in version.tensors:
             self.by_shape[(e.dtype, e.shape)].append(e)
 
-    def candidates(self, t: Tensor, words: np.ndarray) -> list[TensorEntry]:
+    def candidates(self, t: Tensor, words: np.ndarray, whole: bool = True) -> list[TensorEntry]:
         """The same-named tensor when it lines up (same dtype and row shape), and,
-        when that is missing or unlike ``t``, the most similar same-shaped others."""
+        when that is missing or unlike ``t``, the most similar same-shaped others.
+        ``whole=False`` (a tensor encoded in slabs) judges every base on its head."""
         dt = dtypes.get(t.dtype)
         out = []
         same = self.by_name.get(t.name)
@@ -62,10 +96,14 @@ class BaseIndex:
                 same.shape == t.shape or (len(same.shape) == len(t.shape) >= 1
                                           and same.shape[1:] == t.shape[1:])):
             out.append(same)
-            # The same-named base is decoded whole anyway if chosen: judge it on all of it.
-            base = self.repo.reader.words(same.object)
-            self.repo.reader.remember(same.object, base)
-            if select.similarity(words, base, dt) >= SAME_NAME_TRUST:
+            if whole:
+                # The same-named base is decoded whole anyway if chosen: judge it on all of it.
+                base = self.repo.reader.words(same.object)
+                self.repo.reader.remember(same.object, base)
+                score = select.similarity(words, base, dt)
+            else:
+                score = self._similarity(same, words, dt)
+            if score >= SAME_NAME_TRUST:
                 return out
         others = [e for e in self.by_shape.get((t.dtype, t.shape), []) if e.name != t.name]
         if others:
@@ -94,6 +132,7 @@ class VersionWriter:
         self.layouts = tuple(repo.config.get("layouts", planes.LAYOUTS))
         self.pending: dict[bytes, bytes] = {}   # chunk key -> framed value, not yet written
         self.pending_bytes = 0
+        self.unflushed = 0                          # bytes put in bulk since the store last flushed
         self.final: list[tuple[bytes, bytes]] = []
         self.new_tensors: dict[bytes, np.ndarray] = {}  # tensor key -> its words (this version)
         self.physical_added = 0
@@ -103,6 +142,9 @@ class VersionWriter:
         self.bulk_written = False                        # chunks went to the store before commit
         self._lock = threading.RLock()                   # guards the fields above across encode threads
         self.workers = workers
+        self.chunk_elements = int(getattr(repo.chunker, "size", 1 << 20))   # a plane byte per element
+        self.budget = MemoryBudget(repo.memory_limit, workers, self.chunk_elements)
+        repo.reader.limit_cache(self.budget.cache_bytes)
 
     # ----------------------------------------------------------------- tensors
     def add_tensor(self, t: Tensor, side_file: bool = False) -> TensorEntry:
@@ -120,12 +162,20 @@ class VersionWriter:
             entries.append(entry)
             if job is not None:
                 jobs.append(job)
-        if len(jobs) > 1 and self.workers > 1:
+        # Big tensors on worker threads; small ones here meanwhile: handing a
+        # tensor of a few KiB to a thread costs more than encoding it (a
+        # 100,000-tensor state_dict spent 70% of its time in thread hand-offs).
+        big = [job for job in jobs if job[3].nbytes >= PARALLEL_MIN_BYTES]
+        small = [job for job in jobs if job[3].nbytes < PARALLEL_MIN_BYTES]
+        if len(big) > 1 and self.workers > 1:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="pas-encode") as ex:
-                for f in [ex.submit(self._store_tensor, *job) for job in jobs]:
+                futures = [ex.submit(self._store_tensor, *job) for job in big]
+                for job in small:
+                    self._store_tensor(*job)
+                for f in futures:
                     f.result()
         else:
-            for job in jobs:
+            for job in big + small:
                 self._store_tensor(*job)
         return entries
 
@@ -142,7 +192,7 @@ class VersionWriter:
             addr = records.with_variant(addr, variant)
             key = TENSOR + addr
             if key in self.new_tensors:
-                if self.new_tensors[key].tobytes() == words.tobytes():
+                if self._same_words(self.new_tensors[key], words):
                     break
                 continue
             value = self.store.get(key)
@@ -161,15 +211,31 @@ class VersionWriter:
         return TensorEntry(t.name, t.dtype, tuple(t.shape), int(data.nbytes), addr), job
 
     def _same_stored_tensor(self, addr: bytes, words: np.ndarray) -> bool:
-        # Confirm a dedup hit: decode what is stored and compare bytes.
+        # Confirm a dedup hit: decode what is stored and compare bytes (slab by
+        # slab for a big tensor, so the check needs no second copy of it).
         try:
-            stored = self.reader.words(addr)
+            if words.nbytes <= self.budget.slab_bytes:
+                return self.reader.words(addr).tobytes() == words.tobytes()
+            if self.reader.parse(addr).n != words.shape[0]:
+                return False
+            for a, b in self._slabs(words):
+                if self.reader.range_words(addr, a, b).tobytes() != words[a:b].tobytes():
+                    return False
+            return True
         except IntegrityError:
             return False
-        return stored.tobytes() == words.tobytes()
+
+    def _slabs(self, words: np.ndarray) -> list[tuple[int, int]]:
+        step = self.budget.slab_elements(words.dtype.itemsize, self.chunk_elements)
+        return [(a, min(a + step, words.shape[0])) for a in range(0, words.shape[0], step)]
+
+    def _same_words(self, a: np.ndarray, b: np.ndarray) -> bool:
+        return a.shape == b.shape and all(a[i:j].tobytes() == b[i:j].tobytes() for i, j in self._slabs(a))
 
     def _store_tensor(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray,
                       side_file: bool = False) -> None:
+        if not side_file and words.nbytes > self.budget.slab_bytes:
+            return self._store_in_slabs(t, addr, dt, words)
         candidates = []
         # A tensor smaller than select.MIN_SAVING can never be a delta: skip decoding bases.
         if self.bases is not None and words.nbytes >= select.MIN_SAVING:
@@ -184,7 +250,7 @@ class VersionWriter:
         if choice.op is not None:
             entry = choice.base
             base_words = next(w for e, w, _ in candidates if e is entry)
-            base_words = select.aligned_base(base_words, words.shape[0])
+            base_words = aligned_base(base_words, words.shape[0])
             rec["delta"] = {"op": choice.op, "base": entry.object.hex()}
             rec["depth"] = self.reader.parse(entry.object).depth + 1
         plane_buf = planes.split(words, dt, choice.layout, base=base_words, op=choice.op)
@@ -199,10 +265,50 @@ class VersionWriter:
         else:
             chunker = self.repo.file_chunker if side_file else self.repo.chunker
             rec["chunks"] = [self._add_stream(plane_buf[p], chunker) for p in range(plane_buf.shape[0])]
+        self._add_record(addr, rec, payload, choice.op)
+
+    def _store_in_slabs(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray) -> None:
+        """Encode a tensor bigger than a slab one slab at a time: the choice is
+        made on windows spread over it, and the delta base is decoded range by
+        range, so memory stays within the budget whatever the tensor's size.
+        Slabs are whole chunks, so the chunks are those of a whole-tensor encode."""
+        n = words.shape[0]
+        windows = select.sample_windows(n)
+        sample = np.concatenate([words[a:b] for a, b in windows])
+        candidates = []
+        if self.bases is not None:
+            for e in self.bases.candidates(t, words, whole=False):
+                lay = self.reader.parse(e.object)
+                if lay.depth + 1 > self.max_depth or lay.dtype.name != dt.name:
+                    continue
+                base_sample = np.concatenate([self._base_range(e.object, a, b) for a, b in windows])
+                candidates.append((e, base_sample, lay.layout))
+        choice = select.choose(sample, dt, candidates, self.ops, self.layouts, n_total=n)
+        rec = {"dtype": dt.name, "shape": list(t.shape), "layout": choice.layout,
+               "codec": self.repo.compressor.get_config()}
+        if choice.op is not None:
+            rec["delta"] = {"op": choice.op, "base": choice.base.object.hex()}
+            rec["depth"] = self.reader.parse(choice.base.object).depth + 1
+        streams: list[list[str]] = [[] for _ in range(dt.itemsize)]
+        for a, b in self._slabs(words):
+            base = self._base_range(choice.base.object, a, b) if choice.op else None
+            plane_buf = planes.split(words[a:b], dt, choice.layout, base=base, op=choice.op)
+            for p in range(dt.itemsize):
+                streams[p].extend(self._add_stream(plane_buf[p], self.repo.chunker))
+            del plane_buf, base
+        rec["chunks"] = streams
+        self._add_record(addr, rec, b"", choice.op)
+
+    def _base_range(self, base_addr: bytes, a: int, b: int) -> np.ndarray:
+        """Base elements [a, b), padded with zeros past the base's end (`aligned_base`)."""
+        have = self.reader.range_words(base_addr, a, b)
+        return aligned_base(have, b - a) if have.shape[0] < b - a else have
+
+    def _add_record(self, addr: bytes, rec: dict, payload: bytes, op: str | None) -> None:
         value = records.pack_tensor_record(rec, payload)
         key = TENSOR + addr
         with self._lock:
-            self.deltas[choice.op or "whole"] += 1
+            self.deltas[op or "whole"] += 1
             self.final.append((key, value))
             self.physical_added += len(key) + len(value)
 
@@ -235,7 +341,7 @@ class VersionWriter:
                 self.pending_bytes += len(value)
                 self.physical_added += len(key) + len(value)
                 self.chunks_written += 1
-            if self.pending_bytes >= BATCH_BYTES:
+            if self.pending_bytes >= self.budget.batch_bytes:
                 self.flush()
         return [a.hex() for a in addrs]
 
@@ -272,9 +378,13 @@ class VersionWriter:
     def flush(self) -> None:
         if self.pending:
             self.store.put_many(self.pending.items())
+            self.unflushed += self.pending_bytes
             self.pending.clear()
             self.pending_bytes = 0
             self.bulk_written = True
+            if self.unflushed >= self.budget.unflushed_bytes:
+                self.store.flush()
+                self.unflushed = 0
 
     def commit(self, version_key: bytes, manifest_body: bytes, ref_name: str) -> None:
         """Write the version: records, manifest and ref in one synced batch, after its chunks.

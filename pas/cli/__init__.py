@@ -92,6 +92,9 @@ def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.np
             parent: Optional[str] = typer.Option(None, "--parent", "-p", help="Parent version (default: the current version of NAME)."),
             message: str = typer.Option("", "--message", "-m"),
             fmt: Optional[str] = typer.Option(None, "--format", help="Input format (default: detected)."),
+            memory_limit: Optional[str] = typer.Option(
+                None, "--memory-limit", help="Memory for data while archiving, e.g. 512M (default 4G or "
+                "$PAS_MEMORY_LIMIT); tensors bigger than a share of it are encoded slab by slab."),
             as_json: bool = JsonOpt):
     """Archive SRC as a new immutable version and move the ref NAME to it.
 
@@ -109,8 +112,12 @@ def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.np
             raise NotFound(f"{s}: no such file or directory")
     total = sum(s.stat().st_size if s.is_file() else
                 sum(f.stat().st_size for f in s.rglob("*") if f.is_file()) for s in sources)
+    from ..repo import parse_size
+    limit = parse_size(memory_limit) if memory_limit is not None else None
     with _open(write=True) as repo, _progress(total, f"archive {sources[0].name}"
                                               + (f" (+{len(sources) - 1})" if len(sources) > 1 else "")) as cb:
+        if limit is not None:
+            repo.memory_limit = limit
         results = repo.archive_series([os.fspath(s) for s in sources], name, parent=parent,
                                       message=message, format=fmt, progress=cb)
 

@@ -64,27 +64,42 @@ def sample_index(n: int) -> slice:
     return slice(None, None, max(1, n // SAMPLE))
 
 
+def sample_windows(n: int, count: int = 4) -> list[tuple[int, int]]:
+    """Element ranges [a, b) spread over a tensor of ``n`` elements, SAMPLE in all:
+    the sample of a tensor too big to read whole (base ranges are read, not strided)."""
+    width = max(1, SAMPLE // count)
+    if n <= SAMPLE:
+        return [(0, n)]
+    return [(a, a + width) for a in (i * (n - width) // (count - 1) for i in range(count))]
+
+
 def choose(words: np.ndarray, dt: DType, candidates: list[tuple[object, np.ndarray, str]],
-           ops: tuple[str, ...] = ("xor", "sub"), layouts: tuple[str, ...] = planes.LAYOUTS) -> Choice:
+           ops: tuple[str, ...] = ("xor", "sub"), layouts: tuple[str, ...] = planes.LAYOUTS,
+           n_total: int | None = None) -> Choice:
     """Pick the cheapest encoding of ``words`` (flat bits).
 
     ``candidates`` are ``(handle, base_words, base_layout)``; base words may
     be shorter or longer than ``words`` (aligned by `aligned_base`). XOR
     deltas keep the base's layout, so a K-plane read can XOR planes down the
-    chain; difference deltas use it too (one layout per chain).
+    chain; difference deltas use it too (one layout per chain). With
+    ``n_total``, ``words`` and the base words are already a sample (aligned
+    element for element) of a tensor of ``n_total`` elements.
     """
     n = words.shape[0]
     if n == 0:
         return Choice("planes")
-    idx = sample_index(n)
+    idx = sample_index(n) if n_total is None else slice(None)
+    n_total = n if n_total is None else n_total
     sample = words[idx]
     # The planes-exp permutation costs a pass on every read; on small tensors
     # it saves a few bytes at most, so they keep the plain layout.
-    if not (dt.is_float and dt.itemsize >= 2 and n >= PERMUTE_MIN_ELEMENTS):
+    if not (dt.is_float and dt.itemsize >= 2 and n_total >= PERMUTE_MIN_ELEMENTS):
         layouts = ("planes",)
+    if len(layouts) == 1 and not candidates:
+        return Choice(layouts[0])   # nothing to choose: the estimate would only cost time
     whole = {lay: plane_entropy_bytes(planes.split(sample, dt, lay)) for lay in layouts}
     best_layout = min(whole, key=whole.get)
-    scale = n / sample.shape[0]
+    scale = n_total / sample.shape[0]
     best = Choice(best_layout, estimate=whole[best_layout] * scale,
                   whole_estimate=whole[best_layout] * scale)
     for handle, base_words, base_layout in candidates:
