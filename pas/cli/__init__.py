@@ -298,6 +298,54 @@ def bench(ctx: typer.Context,
     raise typer.Exit(bench_main(argv))
 
 
+_PLAN_ALGORITHMS = ("mst", "spt", "last", "pas-mt", "pas-pt", "best", "exact")
+
+
+@app.command()
+def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="Storage graph JSON (docs/planning.md)."),
+         algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst | spt | last | pas-mt | pas-pt | best | exact."),
+         alpha: Optional[float] = typer.Option(None, "--budget", "-b", help="Budget factor ALPHA: each snapshot may cost "
+                                               "ALPHA x its recreation cost in the shortest-path tree "
+                                               "(default: the graph's own budgets, else none)."),
+         recreation: str = typer.Option("independent", "--recreation", "-r", help="independent | parallel."),
+         as_json: bool = JsonOpt):
+    """Plan archival storage: per matrix, whole or delta against which, for the
+    least storage within each snapshot's recreation budget."""
+    if algorithm not in _PLAN_ALGORITHMS:
+        raise BadInput(f"unknown algorithm {algorithm!r} (choose from {', '.join(_PLAN_ALGORITHMS)})")
+    if graph_file is None:
+        raise PasError("planning the repository's own versions is not implemented yet; "
+                       "pass a storage graph with --graph FILE.json")
+    if not graph_file.is_file():
+        raise NotFound(f"{graph_file}: no such file")
+    from ..archive import StorageGraph, budgets_for, evaluate
+    from ..archive import plan as make_plan
+    g = StorageGraph.load(graph_file)
+    budgets = budgets_for(g, recreation, alpha)
+    p = make_plan(g, algorithm, budgets, recreation)
+    ev = evaluate(g, p, budgets, recreation)
+    fin = lambda x: x if x != float("inf") else None  # noqa: E731  JSON has no infinity
+    info = {"algorithm": p.algorithm, "recreation_model": recreation, "storage": ev.storage,
+            "recreation": ev.recreation, "budgets": {s: fin(b) for s, b in ev.budgets.items()},
+            "feasible": ev.feasible, "plan": p.to_json()}
+
+    def human(i):
+        typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation")
+        typer.echo(f"total storage {i['storage']:g}")
+        width = max([len("snapshot")] + [len(s) for s in i["recreation"]])
+        typer.echo(f"{'snapshot':<{width}}  {'recreation':>10}  {'budget':>10}  ok")
+        for s, c in i["recreation"].items():
+            b = i["budgets"][s]
+            ok = "yes" if b is None or c <= b + 1e-9 * max(1.0, abs(b)) else "NO"
+            typer.echo(f"{s:<{width}}  {c:>10g}  {'-' if b is None else format(b, 'g'):>10}  {ok}")
+        typer.echo(f"feasible: {'yes' if i['feasible'] else 'no'}")
+        typer.echo("plan:")
+        for e in i["plan"]:
+            how = "whole" if e["from"] == g.root else f"delta against {e['from']}"
+            typer.echo(f"  {e['to']}: {how}  (storage {e['storage']:g}, recreation {e['recreation']:g})")
+    _emit(info, as_json, human)
+
+
 def _bounded(text: str, limit: int = 1000) -> str:
     """An error message of bounded length: hostile inputs can be megabytes long."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
