@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test stress bench bench-setup bench-quick clean
+.PHONY: setup demo test stress fuzz bench bench-setup bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ stress: setup
 	PAS_STRESS=1 PAS_STRESS_REPORT=stress-report.json PAS_HYPOTHESIS_EXAMPLES=4000 \
 		$(BIN)/python -m pytest -q -s tests/test_crash.py tests/test_file_corruption.py \
 		tests/test_concurrency.py tests/test_faults.py tests/test_roundtrip_property.py tests/test_integrity.py
+
+# Coverage-guided fuzzing (atheris) of every decoder and input parser, FUZZ_SECONDS
+# each; an input that breaks one is saved to tests/fuzz_corpus/TARGET/ (commit it
+# with its fix: tests/test_fuzz_corpus.py replays it from then on)
+FUZZ_SECONDS ?= 120
+fuzz: setup
+	$(BIN)/python -m pip install -q atheris==3.0.0
+	for t in chunk_frame tensor_record manifest ref journal safetensors_file npz_file; do \
+		$(BIN)/python tests/fuzz.py $$t --seconds $(FUZZ_SECONDS) || exit 1; done
 
 bench-setup: setup
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

@@ -40,14 +40,14 @@ class _Layout:
     def __init__(self, rec: dict, payload: memoryview | bytes = b""):
         self.rec = rec
         self.dtype = dtypes.get(rec["dtype"])
-        self.shape = tuple(rec["shape"])
+        self.shape = tuple(_counts(rec["shape"], "shape"))
         self.n = math.prod(self.shape)
         self.layout = rec["layout"]
         if self.layout not in planes.LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}")
         self.inline = None
         if "inline" in rec:
-            sizes = rec["inline"]
+            sizes = _counts(rec["inline"], "inline frame sizes")
             if len(sizes) != self.dtype.itemsize or sum(sizes) != len(payload):
                 raise IntegrityError("tensor record's inline frames do not add up")
             self.inline, pos = [], 0
@@ -58,7 +58,7 @@ class _Layout:
             self.lengths = [self.n]
             self.offsets = [0, self.n]
         else:
-            self.addrs = [[bytes.fromhex(h) for h in plane] for plane in rec["chunks"]]
+            self.addrs = [[_address(h) for h in plane] for plane in rec["chunks"]]
             if len(self.addrs) != self.dtype.itemsize:
                 raise IntegrityError("tensor record has the wrong number of planes")
             lengths = [[int.from_bytes(a[16:24], "big") for a in plane] for plane in self.addrs]
@@ -68,10 +68,23 @@ class _Layout:
             self.offsets = [0, *itertools.accumulate(self.lengths)]
         d = rec.get("delta")
         self.op = d["op"] if d else None
-        self.base = bytes.fromhex(d["base"]) if d else None
+        self.base = _address(d["base"]) if d else None
         if self.op is not None:
             delta.op_code(self.op)  # unknown operator -> ValueError -> reported as damage
-        self.depth = int(rec.get("depth", 0))
+        self.depth = _counts([rec.get("depth", 0)], "depth")[0]
+
+
+def _counts(values, what: str) -> list[int]:
+    """A record's list of non-negative integers (a damaged or forged record may hold anything)."""
+    if type(values) is not list or not all(type(v) is int and v >= 0 for v in values):
+        raise ValueError(f"{what} must be a list of non-negative integers")
+    return values
+
+
+def _address(text) -> bytes:
+    if type(text) is not str or len(text) != 2 * records.ADDRESS_SIZE:
+        raise ValueError("not an object address")
+    return bytes.fromhex(text)
 
     def rows(self, start: int, stop: int) -> range:
         """Indexes of the chunk rows that overlap elements [start, stop)."""
@@ -328,9 +341,14 @@ def parse_record(addr: bytes, value: bytes) -> _Layout:
     """Check and parse one stored tensor record (no cache)."""
     rec, payload = records.unpack_tensor_record(value, f"tensor record {addr.hex()[:16]}")
     try:
-        return _Layout(rec, payload)
+        lay = _Layout(rec, payload)
     except (KeyError, TypeError, ValueError, PasError) as exc:   # e.g. a dtype name bit-flipped
         raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: {exc}") from None
+    # The record must describe the bytes its address names: a forged shape
+    # would otherwise have a reader allocate whatever it claims.
+    if lay.n * lay.dtype.itemsize != records.address_length(addr):
+        raise IntegrityError(f"tensor record {addr.hex()[:16]} is damaged: its shape does not match its address")
+    return lay
 
 
 def _merge_window(pieces: list[np.ndarray], lay: _Layout, a: int, b: int,

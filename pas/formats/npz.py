@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -88,7 +90,11 @@ def read(path: str | os.PathLike, max_bytes: int = MAX_TOTAL_BYTES) -> Snapshot:
                 snap.add(Tensor(name, dt.name, tuple(array.shape), array))
     except PasError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+    # zipfile raises NotImplementedError for an unknown zip version or method and
+    # RuntimeError for an encrypted member; zlib and struct errors escape it on
+    # damaged streams (a fuzzed archive found the first: tests/fuzz_corpus/npz_file)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+            NotImplementedError, RuntimeError, zlib.error, struct.error) as e:
         raise BadInput(f"{where}: not a readable npz archive ({type(e).__name__}: {e})") from None
     return snap
 
