@@ -143,10 +143,19 @@ class TensorEntry:
 
 @dataclass
 class Version:
-    """An immutable version: its id is the digest of its manifest."""
+    """An immutable version: its id is the digest of its manifest.
+
+    The manifest's structure is checked on construction, so a damaged or
+    forged one is an `IntegrityError` here, not a TypeError wherever a field
+    is first used."""
 
     id: bytes
     manifest: dict
+
+    def __post_init__(self):
+        problem = _manifest_problem(self.manifest)
+        if problem:
+            raise IntegrityError(f"manifest {self.id.hex()[:12]} is damaged: {problem}")
 
     @property
     def hex(self) -> str:
@@ -191,3 +200,55 @@ class Version:
                 "message": self.message, "tensors": len(m["tensors"]), "files": len(m.get("files", [])),
                 "logical_bytes": self.logical_bytes, "format": m["source"]["format"],
                 "metadata": m["source"].get("metadata", {})}
+
+
+def _is_hex(text, nbytes: int) -> bool:
+    if type(text) is not str or len(text) != 2 * nbytes:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _entry_problem(d) -> str | None:
+    if type(d) is not dict:
+        return "an entry is not an object"
+    if type(d.get("name")) is not str or type(d.get("dtype")) is not str:
+        return "an entry's name or dtype is not a string"
+    shape, nbytes = d.get("shape"), d.get("nbytes")
+    if type(shape) is not list or not all(type(x) is int and x >= 0 for x in shape):
+        return f"entry {d['name'][:100]!r} has a bad shape"
+    if type(nbytes) is not int or nbytes < 0:
+        return f"entry {d['name'][:100]!r} has a bad size"
+    if not _is_hex(d.get("object"), ADDRESS_SIZE):
+        return f"entry {d['name'][:100]!r} has a bad object address"
+    return None
+
+
+def _manifest_problem(m) -> str | None:
+    """What is wrong with a manifest's structure (docs/format.md §5), or None."""
+    if type(m) is not dict:
+        return "not a JSON object"
+    if type(m.get("name")) is not str or type(m.get("time")) is not str:
+        return "name or time is not a string"
+    if m.get("parent") is not None and not _is_hex(m["parent"], VERSION_ID_SIZE):
+        return "parent is not a version id"
+    if type(m.get("message", "")) is not str or type(m.get("logical_bytes")) is not int:
+        return "message or logical_bytes has the wrong type"
+    src = m.get("source")
+    if type(src) is not dict or type(src.get("format")) is not str or \
+            type(src.get("metadata", {})) is not dict or type(src.get("layout", {})) is not dict:
+        return "source is malformed"
+    for key in ("tensors", "files"):
+        entries = m.get(key, [])
+        if type(entries) is not list:
+            return f"{key} is not a list"
+        for d in entries:
+            problem = _entry_problem(d)
+            if problem:
+                return problem
+    if "tensors" not in m:
+        return "it lists no tensors"
+    return None
