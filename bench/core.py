@@ -244,6 +244,8 @@ def main(argv=None) -> int:
         gc.collect()
         gc.freeze()   # what is loaded so far (torch, numpy, ...) is never scanned again
         machine["memory_settled"] = memory.settle_memory() or "yes"
+        machine["allocator_pinned"] = memory.pin_allocator() or \
+            f"yes: mmap threshold {memory.PINNED_MMAP_THRESHOLD} bytes"
         for ds in datasets:   # sources back in the page cache: every scheme reads them warm
             for v in ds.versions:
                 for f in ([v.path] if v.path.is_file() else sorted(v.path.rglob("*"))):

@@ -201,11 +201,6 @@ def _probe_one(name: str, root: Path, versions: list) -> dict:
     return result
 
 
-if __name__ == "__main__":
-    job = json.loads(Path(sys.argv[1]).read_text())
-    Path(job["out"]).write_text(json.dumps(_probe_all(job)))
-
-
 def settle_memory() -> str | None:
     """Start a run from the same memory state: dirty pages written back, the page
     cache dropped and free memory compacted (so large allocations can get huge
@@ -221,3 +216,33 @@ def settle_memory() -> str | None:
         return None
     except OSError as exc:
         return f"cannot compact memory ({exc.strerror or exc})"
+
+
+#: glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Allocations of at least this size get fresh pages from the OS in every run.
+PINNED_MMAP_THRESHOLD = 256 << 10
+
+
+def pin_allocator() -> str | None:
+    """Fix glibc's mmap threshold for this process. Left alone, glibc raises the
+    threshold (up to 32 MiB) each time it frees an mmap'd block, so whether a
+    10-30 MB buffer comes from reused heap (no page faults) or from fresh pages
+    depends on what the process freed before: a per-run state that made one
+    scheme's decompression 1.5x slower for a whole run (session 3's two runs).
+    With a fixed threshold every large buffer is fresh pages, in every run and
+    for every scheme. Returns None on success, else why not."""
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return "not glibc"
+    if not (mallopt(_M_MMAP_THRESHOLD, PINNED_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, 1 << 20)):
+        return "mallopt refused"
+    return None
+
+
+if __name__ == "__main__":
+    pin_allocator()   # as in the timed run (bench.core)
+    job = json.loads(Path(sys.argv[1]).read_text())
+    Path(job["out"]).write_text(json.dumps(_probe_all(job)))

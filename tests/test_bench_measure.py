@@ -134,3 +134,13 @@ def test_compare_flags_moved_ratios_and_sizes(tmp_path, capsys):
     assert compare.main([str(a), str(c)]) == 1
     out = capsys.readouterr().out
     assert "✗" in out and "+50%" in out
+
+
+def test_allocator_is_pinned_in_a_child():
+    """bench.memory.pin_allocator fixes glibc's mmap threshold (a per-run state otherwise)."""
+    import subprocess
+    import sys
+    code = ("import bench.memory as m, ctypes; print(m.pin_allocator())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent)).stdout.strip()
+    assert out in ("None", "not glibc"), out
