@@ -335,13 +335,13 @@ def test_cli_plan_errors(tmp_path):
     toy().save(good)
     bad.write_text('{"edges": [{"from": "v0", "to": "a", "storage": -1, "recreation": 1}]}')
     results = parallel(
-        lambda: pas("plan", expect=1).stderr,
+        lambda: pas("plan", cwd=tmp_path, expect=10).stderr,    # no --graph: plans the repository, and there is none
         lambda: pas("plan", "-g", bad, expect=4).stderr,
         lambda: pas("plan", "-g", tmp_path / "missing.json", expect=3).stderr,
         lambda: pas("plan", "-g", good, "-a", "fastest", expect=4).stderr,
         lambda: pas("plan", "-g", good, "-r", "serial", expect=4).stderr,
         lambda: pas("plan", "-g", good, "--budget", "-2", expect=4).stderr)
-    assert "not implemented yet" in results[0] and "--graph" in results[0]
+    assert "not in a pas repository" in results[0]
     assert "storage cost must be" in results[1]
     assert "fastest" in results[3] and "serial" in results[4]
     # Infeasible budgets are an answer, not an error.

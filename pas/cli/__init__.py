@@ -302,47 +302,144 @@ _PLAN_ALGORITHMS = ("mst", "spt", "last", "pas-mt", "pas-pt", "best", "exact")
 
 
 @app.command()
-def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="Storage graph JSON (docs/planning.md)."),
+def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="Plan this storage graph JSON "
+                                                   "(docs/planning.md) instead of the repository's versions."),
          algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst | spt | last | pas-mt | pas-pt | best | exact."),
          alpha: Optional[float] = typer.Option(None, "--budget", "-b", help="Budget factor ALPHA: each snapshot may cost "
                                                "ALPHA x its recreation cost in the shortest-path tree "
                                                "(default: the graph's own budgets, else none)."),
+         max_seconds: Optional[float] = typer.Option(None, "--max-seconds", "-s", help="Every snapshot (version) may "
+                                                     "cost at most S (seconds for a repository; graph units with --graph)."),
          recreation: str = typer.Option("independent", "--recreation", "-r", help="independent | parallel."),
+         save_graph: Optional[Path] = typer.Option(None, "--save-graph", help="Also write the repository's storage "
+                                                   "graph (with the budgets used) to this JSON file."),
+         recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the decode cost model again "
+                                          "(default: reuse .pas/costs.json)."),
          as_json: bool = JsonOpt):
     """Plan archival storage: per matrix, whole or delta against which, for the
-    least storage within each snapshot's recreation budget."""
+    least storage within each snapshot's recreation budget.
+
+    Without --graph, plans the repository's own versions (read-only: nothing
+    is changed) and shows storage and each version's recreation cost today
+    and under the plan."""
+    import math
     if algorithm not in _PLAN_ALGORITHMS:
         raise BadInput(f"unknown algorithm {algorithm!r} (choose from {', '.join(_PLAN_ALGORITHMS)})")
-    if graph_file is None:
-        raise PasError("planning the repository's own versions is not implemented yet; "
-                       "pass a storage graph with --graph FILE.json")
-    if not graph_file.is_file():
-        raise NotFound(f"{graph_file}: no such file")
+    if alpha is not None and max_seconds is not None:
+        raise BadInput("--budget and --max-seconds exclude each other")
+    if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
+        raise BadInput(f"--max-seconds must be a finite number >= 0, got {max_seconds!r}")
     from ..archive import StorageGraph, budgets_for, evaluate
     from ..archive import plan as make_plan
-    g = StorageGraph.load(graph_file)
-    budgets = budgets_for(g, recreation, alpha)
+    from ..archive.plan import check_model
+    check_model(recreation)
+    fin = lambda x: x if x != float("inf") else None  # noqa: E731  JSON has no infinity
+
+    def budgets_of(g):
+        if max_seconds is not None:
+            return {s: float(max_seconds) for s in g.snapshots}
+        return budgets_for(g, recreation, alpha)
+
+    if graph_file is not None:
+        if save_graph is not None or recalibrate:
+            raise BadInput("--save-graph and --recalibrate are for planning a repository, not a --graph file")
+        if not graph_file.is_file():
+            raise NotFound(f"{graph_file}: no such file")
+        g = StorageGraph.load(graph_file)
+        budgets = budgets_of(g)
+        p = make_plan(g, algorithm, budgets, recreation)
+        ev = evaluate(g, p, budgets, recreation)
+        info = {"algorithm": p.algorithm, "recreation_model": recreation, "storage": ev.storage,
+                "recreation": ev.recreation, "budgets": {s: fin(b) for s, b in ev.budgets.items()},
+                "feasible": ev.feasible, "plan": p.to_json()}
+
+        def human(i):
+            typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation")
+            typer.echo(f"total storage {i['storage']:g}")
+            width = max([len("snapshot")] + [len(s) for s in i["recreation"]])
+            typer.echo(f"{'snapshot':<{width}}  {'recreation':>10}  {'budget':>10}  ok")
+            for s, c in i["recreation"].items():
+                b = i["budgets"][s]
+                ok = "yes" if b is None or c <= b + 1e-9 * max(1.0, abs(b)) else "NO"
+                typer.echo(f"{s:<{width}}  {c:>10g}  {'-' if b is None else format(b, 'g'):>10}  {ok}")
+            typer.echo(f"feasible: {'yes' if i['feasible'] else 'no'}")
+            typer.echo("plan:")
+            for e in i["plan"]:
+                how = "whole" if e["from"] == g.root else f"delta against {e['from']}"
+                typer.echo(f"  {e['to']}: {how}  (storage {e['storage']:g}, recreation {e['recreation']:g})")
+        _emit(info, as_json, human)
+        return
+
+    # The repository's own versions: read-only; only .pas/costs.json may be written.
+    from ..archive import repo_graph
+    with _open() as repo:
+        rg = repo_graph.build(repo, recreation, recalibrate=recalibrate)
+    g = rg.graph
+    budgets = budgets_of(g)
     p = make_plan(g, algorithm, budgets, recreation)
     ev = evaluate(g, p, budgets, recreation)
-    fin = lambda x: x if x != float("inf") else None  # noqa: E731  JSON has no infinity
+    before = evaluate(g, rg.current, budgets, recreation)
+    if save_graph is not None:
+        g.with_budgets({s: b for s, b in budgets.items() if math.isfinite(b)}).save(save_graph)
+    depth_before, depth_after = rg.depths(rg.current), rg.depths(p)
     info = {"algorithm": p.algorithm, "recreation_model": recreation, "storage": ev.storage,
             "recreation": ev.recreation, "budgets": {s: fin(b) for s, b in ev.budgets.items()},
-            "feasible": ev.feasible, "plan": p.to_json()}
+            "feasible": ev.feasible, "plan": rg.describe(p),
+            "before": {"storage": before.storage, "recreation": before.recreation, "feasible": before.feasible,
+                       "plan": rg.describe(rg.current),
+                       "measured_bytes": sum(v.stored_bytes or 0 for v in rg.vertices.values())},
+            "units": {"storage": "bytes (estimated)", "recreation": "seconds (cost model)"},
+            "cost_model": rg.costs.to_json(), "snapshots": rg.snapshots,
+            "depth": {"repository_max": rg.max_depth, "before": max(depth_before.values(), default=0),
+                      "after": max(depth_after.values(), default=0)},
+            "graph": {"vertices": len(g.matrices), "edges": len(g.edges), "seconds": rg.seconds}}
+    if save_graph is not None:
+        info["graph"]["saved"] = str(save_graph)
+
+    def secs(x: float) -> str:
+        return f"{x * 1e3:.2f} ms" if x < 1 else f"{x:.3f} s"
 
     def human(i):
-        typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation")
-        typer.echo(f"total storage {i['storage']:g}")
-        width = max([len("snapshot")] + [len(s) for s in i["recreation"]])
-        typer.echo(f"{'snapshot':<{width}}  {'recreation':>10}  {'budget':>10}  ok")
-        for s, c in i["recreation"].items():
+        groups = sum(1 for v in rg.vertices.values() if v.address is None)
+        typer.echo(f"repository: {len(rg.snapshots)} versions, {len(g.matrices)} matrices"
+                   f"{f' ({groups} groups of small tensors)' if groups else ''}, {len(g.edges)} edges "
+                   f"(graph built in {rg.seconds:.1f} s)")
+        c = rg.costs
+        typer.echo(f"cost model: {c.a * 1e6:.1f} us + {c.b * 1e9:.3f} ns/stored byte + {c.c * 1e9:.3f} ns/element "
+                   f"per chain level (calibrated {c.measured or '?'}, {c.samples} tensors)")
+        bud = (f"budget {alpha:g} x shortest-path cost" if alpha is not None else
+               f"budget {max_seconds:g} s per version" if max_seconds is not None else "no budgets")
+        typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, {bud}")
+        sb, sa = i["before"]["storage"], i["storage"]
+        change = f" ({(sa - sb) / sb * 100:+.1f}%)" if sb else ""
+        typer.echo(f"storage (estimated): before {_mb(int(sb))} (measured {_mb(i['before']['measured_bytes'])}), "
+                   f"after {_mb(int(sa))}{change}")
+        width = max([len("version")] + [len(s) for s in i["recreation"]])
+        typer.echo(f"{'version':<{width}}  {'message':<16}  {'before':>10}  {'after':>10}  {'budget':>10}  ok")
+        for s, cost in i["recreation"].items():
             b = i["budgets"][s]
-            ok = "yes" if b is None or c <= b + 1e-9 * max(1.0, abs(b)) else "NO"
-            typer.echo(f"{s:<{width}}  {c:>10g}  {'-' if b is None else format(b, 'g'):>10}  {ok}")
-        typer.echo(f"feasible: {'yes' if i['feasible'] else 'no'}")
-        typer.echo("plan:")
-        for e in i["plan"]:
-            how = "whole" if e["from"] == g.root else f"delta against {e['from']}"
-            typer.echo(f"  {e['to']}: {how}  (storage {e['storage']:g}, recreation {e['recreation']:g})")
+            ok = "yes" if b is None or cost <= b + 1e-9 * max(1.0, abs(b)) else "NO"
+            msg = (rg.snapshots[s]["message"] or "")[:16]
+            typer.echo(f"{s:<{width}}  {msg:<16}  {secs(i['before']['recreation'][s]):>10}  {secs(cost):>10}  "
+                       f"{'-' if b is None else secs(b):>10}  {ok}")
+        typer.echo(f"feasible: before {'yes' if i['before']['feasible'] else 'no'}, "
+                   f"after {'yes' if i['feasible'] else 'no'}")
+        d = i["depth"]
+        for when, rows, depth in (("before", i["before"]["plan"], d["before"]), ("after", i["plan"], d["after"])):
+            deltas = sum(1 for e in rows if e["from"] != g.root)
+            typer.echo(f"{when}: {len(rows) - deltas} whole, {deltas} deltas, deepest chain {depth}")
+        if d["after"] > d["repository_max"]:
+            typer.echo(f"note: the plan chains deeper than the repository's delta.max_depth {d['repository_max']}")
+        old = {e["to"]: e for e in i["before"]["plan"]}
+        changed = [e for e in i["plan"] if old[e["to"]]["from"] != e["from"]]
+        typer.echo(f"changes: {len(changed)}")
+        for e in changed[:20]:
+            def how(x):
+                return "whole" if x["from"] == g.root else f"{x['op'] or 'delta'} against {x['from']}"
+            typer.echo(f"  {e['to']}: {how(old[e['to']])} -> {how(e)}")
+        if len(changed) > 20:
+            typer.echo(f"  ... {len(changed) - 20} more (--json lists all)")
+        typer.echo("nothing was changed (re-packing by a plan is not implemented yet)")
     _emit(info, as_json, human)
 
 
