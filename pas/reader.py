@@ -73,6 +73,16 @@ class _Layout:
             delta.op_code(self.op)  # unknown operator -> ValueError -> reported as damage
         self.depth = _counts([rec.get("depth", 0)], "depth")[0]
 
+    def rows(self, start: int, stop: int) -> range:
+        """Indexes of the chunk rows that overlap elements [start, stop)."""
+        if start >= stop:
+            return range(0)
+        if start == 0 and stop == self.n:
+            return range(len(self.lengths))
+        first = bisect.bisect_right(self.offsets, start) - 1
+        last = bisect.bisect_left(self.offsets, stop)
+        return range(max(first, 0), min(last, len(self.lengths)))
+
 
 def _counts(values, what: str) -> list[int]:
     """A record's list of non-negative integers (a damaged or forged record may hold anything)."""
@@ -88,16 +98,6 @@ def _address(text) -> bytes:
     if type(text) is not str or len(text) != 2 * records.ADDRESS_SIZE:
         raise ValueError("not an object address")
     return bytes.fromhex(text)
-
-    def rows(self, start: int, stop: int) -> range:
-        """Indexes of the chunk rows that overlap elements [start, stop)."""
-        if start >= stop:
-            return range(0)
-        if start == 0 and stop == self.n:
-            return range(len(self.lengths))
-        first = bisect.bisect_right(self.offsets, start) - 1
-        last = bisect.bisect_left(self.offsets, stop)
-        return range(max(first, 0), min(last, len(self.lengths)))
 
 
 class TensorReader:
