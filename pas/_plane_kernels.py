@@ -248,16 +248,89 @@ def plane_histograms(planes, counts):
             c[row[i]] += 1
 
 
-@numba.njit(cache=True, nogil=True)
-def gather1(p0, table, out):
-    for i in range(out.shape[0]):
-        out[i] = table[p0[i]]
+# Midpoints (progressive retrieval, pas.planes.midpoint): every element's word
+# from its top k planes, the missing low part set to the middle of its range
+# (``half``: the first missing bit), then taken out of the planes-exp order.
+# One kernel per width and k, the planes as separate arguments, so each loop
+# is one vectorisable body like the merges above.
 
 
 @numba.njit(cache=True, nogil=True)
-def gather2(p0, p1, table, out):
+def mid2_1(p0, out, half, rot, e_bits, m_bits):
+    one, top, m = uint16(1), uint16(15), uint16(m_bits)
+    e_mask, m_mask = uint16((1 << e_bits) - 1), uint16((1 << m_bits) - 1)
+    h = uint16(half)
     for i in range(out.shape[0]):
-        out[i] = table[(numba.intp(p0[i]) << 8) | numba.intp(p1[i])]
+        v = (uint16(p0[i]) << uint16(8)) | h
+        if rot:
+            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+        out[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def mid4_1(p0, out, half, rot, e_bits, m_bits):
+    one, top, m = uint32(1), uint32(31), uint32(m_bits)
+    e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
+    h = uint32(half)
+    for i in range(out.shape[0]):
+        v = (uint32(p0[i]) << uint32(24)) | h
+        if rot:
+            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+        out[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def mid4_2(p0, p1, out, half, rot, e_bits, m_bits):
+    one, top, m = uint32(1), uint32(31), uint32(m_bits)
+    e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
+    h = uint32(half)
+    for i in range(out.shape[0]):
+        v = (uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16)) | h
+        if rot:
+            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+        out[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def mid4_3(p0, p1, p2, out, half, rot, e_bits, m_bits):
+    one, top, m = uint32(1), uint32(31), uint32(m_bits)
+    e_mask, m_mask = uint32((1 << e_bits) - 1), uint32((1 << m_bits) - 1)
+    h = uint32(half)
+    for i in range(out.shape[0]):
+        v = ((uint32(p0[i]) << uint32(24)) | (uint32(p1[i]) << uint32(16))
+             | (uint32(p2[i]) << uint32(8)) | h)
+        if rot:
+            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+        out[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def mid8(planes, out, half, rot, e_bits, m_bits):
+    """Any k < 8 (``planes``: a tuple of k arrays)."""
+    one, top, m = uint64(1), uint64(63), uint64(m_bits)
+    e_mask, m_mask = uint64((1 << e_bits) - 1), uint64((1 << m_bits) - 1)
+    h = uint64(half)
+    shift = uint64(8 * (8 - len(planes)))
+    for i in range(out.shape[0]):
+        v = uint64(0)
+        for p in range(len(planes)):
+            v = (v << uint64(8)) | uint64(planes[p][i])
+        v = (v << shift) | h
+        if rot:
+            v = _from_exp_first(v, e_mask, m, m_mask, top, one)
+        out[i] = v
+
+
+# Midpoints from whole words (a tensor decoded whole, e.g. a difference delta):
+# the planes-exp order is a permutation of bits, so keeping the top bits and
+# setting the first missing one is one mask and one bit in the word's own order.
+
+
+@numba.njit(cache=True, nogil=True)
+def mask_or(words, out, keep, half):
+    for i in range(out.shape[0]):
+        out[i] = (words[i] & keep) | half
 
 
 KERNELS = {1: (split1, merge1), 2: (split2, merge2), 4: (split4, merge4), 8: (split8, merge8)}
+MIDPOINT = {(2, 1): mid2_1, (4, 1): mid4_1, (4, 2): mid4_2, (4, 3): mid4_3}

@@ -18,6 +18,7 @@ tensors take a numpy path that needs no Numba import.
 """
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -153,15 +154,79 @@ def merge(planes, dtype: DType, layout: str = "planes",
     return out
 
 
-def gather(top: tuple[np.ndarray, ...], table: np.ndarray) -> np.ndarray:
-    """``table[index]`` for every element, the index being its bytes in the one
-    or two given planes read as a big-endian number (pas.reader.midpoint)."""
-    n = top[0].shape[0]
+def _half(dtype: DType, k: int) -> int:
+    """The first bit below the top ``k`` bytes of a word (the middle of what they leave open)."""
+    if not 0 < k < dtype.itemsize:
+        raise ValueError(f"a midpoint needs 1 to {dtype.itemsize - 1} known planes of {dtype.name}, not {k}")
+    return 1 << (8 * (dtype.itemsize - k) - 1)
+
+
+def midpoint(top, dtype: DType, layout: str = "planes", out: np.ndarray | None = None) -> np.ndarray:
+    """Words rebuilt from their top k planes (1 <= k < itemsize), each missing
+    low part set to the middle of its range: the first missing bit set, the
+    rest clear, in the layout's bit order (then mapped back, like `merge`).
+
+    ``top`` is a (k, n) uint8 array or a sequence of k 1-D uint8 arrays (the
+    decoded chunks of one row, used in place). Written into ``out`` if given.
+    (The planes-exp rule "sign unknown -> 0" is the caller's: pas.reader.midpoint.)
+    """
+    top = tuple(top)
+    k, n = len(top), (top[0].shape[0] if top else 0)
+    half = _half(dtype, k)
+    if any(p.shape != (n,) for p in top):
+        raise ValueError("planes must have equal length")
+    if out is None:
+        out = np.empty(n, dtype=dtype.bits_dtype)
+    rot, e, m = _params(dtype, layout)
     if _use_numba(n):
-        out = np.empty(n, table.dtype)
-        from ._plane_kernels import gather1, gather2
-        (gather1 if len(top) == 1 else gather2)(*top, table, out)
+        from ._plane_kernels import MIDPOINT, mid8
+        kernel = MIDPOINT.get((dtype.itemsize, k))
+        if kernel is not None:
+            kernel(*top, out, half, rot, e, m)
+        else:
+            mid8(top, out, half, rot, e, m)
         return out
-    if len(top) == 1:
-        return table[top[0]]
-    return table[(top[0].astype(np.intp) << 8) | top[1]]
+    if k <= 2:   # small: every case looked up in a table of 256 or 65,536 words
+        table = _midpoint_table(dtype, layout, k)
+        out[:] = table[top[0]] if k == 1 else table[(top[0].astype(np.intp) << 8) | top[1]]
+        return out
+    full = np.zeros((dtype.itemsize, n), np.uint8)
+    full[:k] = top
+    full[k] = 0x80
+    return merge(full, dtype, layout, out=out)
+
+
+def midpoint_words(words: np.ndarray, dtype: DType, layout: str, k: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """`midpoint` of the top k planes of whole words (flat ``dtype.bits_dtype``),
+    without splitting them: ``out`` may be ``words`` itself. The layouts only
+    permute bits, so in the word's own order the rule is one mask (the bits
+    the top k planes hold) and one bit (the first missing one)."""
+    half = _half(dtype, k)
+    words = words.reshape(-1).view(dtype.bits_dtype)
+    if out is None:
+        out = np.empty_like(words)
+    keep = ((1 << (8 * dtype.itemsize)) - 1) ^ ((1 << (8 * (dtype.itemsize - k))) - 1)
+    masks = np.array([keep, half], dtype.bits_dtype)
+    if _params(dtype, layout)[0]:
+        masks = _rotate_np(masks, dtype, inverse=True)
+    keep, half = masks[0], masks[1]
+    if _use_numba(words.shape[0]):
+        from ._plane_kernels import mask_or
+        mask_or(words, out, keep, half)
+        return out
+    np.bitwise_and(words, keep, out=out)
+    out |= half
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _midpoint_table(dtype: DType, layout: str, k: int) -> np.ndarray:
+    """Midpoint words for every value of the top k planes (k = 1 or 2), indexed
+    by the top bytes read as one big-endian number."""
+    cases = np.arange(256 ** k, dtype=np.uint32)
+    top = [((cases >> np.uint32(8 * (k - 1 - p))) & np.uint32(255)).astype(np.uint8) for p in range(k)]
+    full = np.zeros((dtype.itemsize, cases.size), np.uint8)
+    full[:k] = top
+    full[k] = 0x80
+    return merge(full, dtype, layout)

@@ -5,12 +5,13 @@ is the j-th chunk of each plane. Rows are decoded and merged independently
 (in parallel), straight from the decoded chunks into the output; a delta
 record first decodes its base (cached), and the merge kernel applies the
 delta in the same pass. A row range reads only the chunks it needs, and so
-does a read of the top K planes.
+does a read of the top K planes: down an XOR chain each row XORs the top K
+planes of every level's chunks in one buffer, and an approximate read
+(`TensorReader.approx_words`) turns each row into words while it is in cache.
 """
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import math
 import threading
@@ -301,8 +302,8 @@ class TensorReader:
         return data
 
     # ------------------------------------------------------------- top planes
-    def top_planes(self, addr: bytes, k: int) -> tuple[np.ndarray, str]:
-        """The top ``k`` byte planes (MSB first) of a tensor, and their layout.
+    def top_planes(self, addr: bytes, k: int, parallel: bool = True) -> tuple[np.ndarray, str]:
+        """The top ``k`` byte planes (MSB first) of a tensor, as a (k, n) array, and its layout.
 
         Whole tensors and XOR deltas whose base has the same layout read only
         the top k planes' chunks (down the chain); an integer-difference
@@ -310,34 +311,260 @@ class TensorReader:
         """
         lay = self.parse(addr)
         k = min(k, lay.dtype.itemsize)
-        if lay.base is not None:
-            base_lay = self._base_layout(lay)
-            if lay.op != "xor" or base_lay.layout != lay.layout:
-                # Decoded whole (carries cross bytes) and checked whole: one digest
-                # of the result is cheaper than hashing every chunk on its own.
-                words = self.words(addr)
-                if not records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
-                    raise IntegrityError(f"tensor {addr.hex()[:16]} does not match its content address")
-                return planes.split(words, lay.dtype, lay.layout)[:k], lay.layout
-        nrows = len(lay.lengths)
-        values = []
-        if lay.inline is None:
-            values = self.store.get_many([CHUNK + lay.addrs[p][j] for p in range(k) for j in range(nrows)])
+        plan = self._top_plan(addr, lay, k, parallel)
+        if plan is None:   # decoded whole
+            return planes.split(self._whole_words(addr, lay, parallel), lay.dtype, lay.layout)[:k], lay.layout
         out = np.empty((k, lay.n), np.uint8)
-        for p in range(k):
-            for j in range(nrows):
-                into = out[p, lay.offsets[j]:lay.offsets[j + 1]]
-                if lay.inline is not None:   # small: a plain decode beats setting up a stream
-                    data = codecs.decode_chunk(lay.inline[p], lay.n, checked=False)
-                else:
-                    data = self._plane_piece(lay, p, j, values[p * nrows + j], True, into)
-                if np.frombuffer(data, np.uint8).ctypes.data != into.ctypes.data:
-                    into[:] = np.frombuffer(data, np.uint8)   # raw chunks come back as views of the value
-        if lay.base is not None:
-            base_planes, _ = self.top_planes(lay.base, k)
-            nb = min(base_planes.shape[1], lay.n)
-            out[:, :nb] ^= base_planes[:, :nb]
+        self._top_rows(plan, k, parallel, lambda a, b: [out[p, a:b] for p in range(k)], None)
         return out, lay.layout
+
+    def approx_words(self, addr: bytes, k: int, parallel: bool = True) -> np.ndarray:
+        """A tensor's words rebuilt from its top ``k`` planes (`midpoint`), as a flat
+        array of its bit dtype: what `top_planes` and `midpoint` give, but row by
+        row, from each decoded chunk while it is in cache (no planes array)."""
+        lay = self.parse(addr)
+        dt = lay.dtype
+        k = min(k, dt.itemsize)
+        zero = _midpoint_is_zero(dt, lay.layout, k)
+        if zero:
+            # The answer is 0 whatever the plane holds, so its chunks are not
+            # decoded; they are still read and checked, so a damaged or
+            # missing one fails the read as it would on any other path.
+            self._check_top_chunks(lay, k, parallel)
+            return np.zeros(lay.n, dt.bits_dtype)
+        if lay.inline is not None and lay.base is None:   # small and whole: the common case, kept short
+            pieces = [np.frombuffer(codecs.decode_chunk(lay.inline[p], lay.n, checked=False), np.uint8)
+                      for p in range(k)]
+            if k == dt.itemsize:
+                return planes.merge(pieces, dt, lay.layout)
+            return planes.midpoint(pieces, dt, lay.layout)
+        plan = self._top_plan(addr, lay, k, parallel)
+        if plan is None:   # decoded whole (and checked whole): the midpoint in place
+            hit = self.cached(addr)
+            words = self._whole_words(addr, lay, parallel)
+            if k == dt.itemsize:
+                return words.copy() if words is hit else words
+            return planes.midpoint_words(words, dt, lay.layout, k,
+                                         out=np.empty_like(words) if words is hit else words)
+        out = np.empty(lay.n, dt.bits_dtype)
+
+        def merge(pieces: list[np.ndarray], a: int, b: int) -> None:
+            if k == dt.itemsize:
+                planes.merge(pieces, dt, lay.layout, out=out[a:b])
+            else:
+                planes.midpoint(pieces, dt, lay.layout, out=out[a:b])
+
+        self._top_rows(plan, k, parallel, None, merge)
+        return out
+
+    def _check_top_chunks(self, lay: _Layout, k: int, parallel: bool) -> None:
+        """Read and check every stored chunk the top ``k`` planes of a tensor
+        depend on, without decoding them: down an XOR chain of one layout the
+        top k planes' chunks of every level; from a level that must be decoded
+        whole (a difference delta, an XOR over another layout) on, all its
+        planes and its bases'. Each level's rows up to the elements that count
+        (format §4). Inline planes are covered by their record's own check.
+
+        Each chunk must be present, pass its frame's trailing check (which
+        catches every damaged stored byte) and name a known codec whose frame
+        says the length its address says (see `_check_frame`)."""
+        todo: list[tuple[bytes, int]] = []
+        cur, limit, need = lay, lay.n, k
+        while True:
+            if cur.base is not None and need < cur.dtype.itemsize and (
+                    cur.op != "xor" or self._base_layout(cur).layout != cur.layout):
+                need = cur.dtype.itemsize
+            if cur.inline is None:
+                rows = cur.rows(0, limit)
+                todo += [(cur.addrs[p][j], cur.lengths[j]) for p in range(need) for j in rows]
+            if cur.base is None:
+                break
+            cur = self._base_layout(cur)
+            limit = min(limit, cur.n)
+            if limit == 0:
+                break
+        batches, batch, size = [], [], 0
+        for item in todo:   # bounded reads: a whole chain's chunks need not be in memory at once
+            batch.append(item)
+            size += item[1]
+            if size >= (64 << 20):
+                batches.append(batch)
+                batch, size = [], 0
+        if batch:
+            batches.append(batch)
+
+        def check(batch: list[tuple[bytes, int]]) -> None:
+            values = self.store.get_many([CHUNK + a for a, _ in batch])
+            for (a, n), value in zip(batch, values):
+                _check_frame(value, a, n)
+
+        if parallel and len(batches) > 1:
+            list(self._pool().map(check, batches))
+        else:
+            for b in batches:
+                check(b)
+
+    def _whole_words(self, addr: bytes, lay: _Layout, parallel: bool) -> np.ndarray:
+        """All words of a tensor decoded whole, checked against its digest (one
+        digest of the result is cheaper than hashing every chunk on its own)."""
+        words = self.words(addr, parallel=parallel)
+        if not records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
+            self.clear_cache()
+            self.words(addr, parallel=parallel, verify_chunks=True)   # names the damaged chunk
+            raise IntegrityError(f"tensor {addr.hex()[:16]} does not match its content address")
+        return words
+
+    def _top_plan(self, addr: bytes, lay: _Layout, k: int, parallel: bool) -> list[_TopLevel] | None:
+        """The levels whose top k planes make up the tensor's, ``lay`` first
+        (None: decode it whole). Down an XOR chain of one layout, the planes
+        are the XOR of every level's; a level that cannot be read by planes (an
+        integer-difference delta, or an XOR over a base of another layout) ends
+        the chain, decoded whole with its own chain and split. Each level
+        counts for elements [0, limit): past a level's end its words are zero
+        to the levels above (format §4), so limits only shrink down the chain."""
+        if lay.base is not None and (lay.op != "xor" or self._base_layout(lay).layout != lay.layout):
+            return None
+        plan, cur, limit = [], lay, lay.n
+        while True:
+            plan.append(_TopLevel(cur, limit))
+            if cur.base is None:
+                break
+            base_addr, base = cur.base, self._base_layout(cur)
+            limit = min(limit, base.n)
+            if limit == 0:
+                break
+            if base.base is not None and (base.op != "xor" or self._base_layout(base).layout != base.layout):
+                words = self._whole_words(base_addr, base, parallel)
+                plan.append(_TopLevel(base, limit, planes.split(words[:limit], base.dtype, base.layout)[:k]))
+                break
+            cur = base
+        for level in plan:
+            lv = level.lay
+            if level.fixed is None and lv.inline is not None:
+                level.fixed = [np.frombuffer(codecs.decode_chunk(lv.inline[p], lv.n, checked=False), np.uint8)
+                               for p in range(k)]
+            elif level.fixed is None:
+                level.rows = lv.rows(0, level.limit)
+        return plan
+
+    def _top_rows(self, plan: list[_TopLevel], k: int, parallel: bool,
+                  dest: Callable[[int, int], list[np.ndarray]] | None,
+                  done: Callable[[list[np.ndarray], int, int], None] | None) -> None:
+        """Build the top k planes of every row of the tensor (the first level's
+        chunk rows) and hand them to ``done(pieces, a, b)`` (elements [a, b)).
+        The pieces are ``dest(a, b)`` when given (the caller's buffers), else
+        this thread's scratch. Rows run on the pool when the tensor is big.
+
+        Every chunk read is checked twice: its frame's trailing check (stored
+        bytes) and its address (the decoded bytes are that chunk's), so a
+        damaged or misplaced chunk raises IntegrityError, never wrong planes.
+        """
+        top = plan[0]
+        lay = top.lay
+        if top.fixed is not None:
+            bounds = [(0, lay.n)]
+        else:
+            bounds = [(int(lay.offsets[j]), int(lay.offsets[j + 1])) for j in top.rows]
+        deep = max([lv.lay.lengths[j] for lv in plan[1:] if lv.fixed is None for j in lv.rows] or [0])
+
+        def row(i: int) -> None:
+            a, b = bounds[i]
+            # What covers [a, b): the first level's row whole, then each base's
+            # chunks (or fixed planes) over the part of it they count for.
+            parts = [(top, None if top.fixed is not None else top.rows[i], a, b, a, b)]
+            for level in plan[1:]:
+                e = min(b, level.limit)
+                if e <= a:
+                    break   # limits only shrink down the chain
+                if level.fixed is not None:
+                    parts.append((level, None, a, e, a, e))
+                    continue
+                lv = level.lay
+                for j in lv.rows(a, e):
+                    oa, ob = int(lv.offsets[j]), int(lv.offsets[j + 1])
+                    parts.append((level, j, oa, ob, max(a, oa), min(e, ob)))
+            # their stored chunks, read in one batch per row (memory stays one row's)
+            values = iter(self.store.get_many([CHUNK + level.lay.addrs[p][j] for level, j, *_ in parts
+                                               if j is not None for p in range(k)]))
+            scratch = self._top_scratch(k + 1 if dest is None else 1, max(b - a, deep))
+            pieces = dest(a, b) if dest is not None else [buf[:b - a] for buf in scratch[1:]]
+            for n, (level, j, oa, ob, s, t) in enumerate(parts):
+                for p in range(k):
+                    if j is None:
+                        src = level.fixed[p][s:t]
+                    else:
+                        into = pieces[p] if n == 0 else scratch[0][:ob - oa]
+                        src = self._plane_piece(level.lay, p, j, next(values), True, into)[s - oa:t - oa]
+                    target = pieces[p][s - a:t - a]
+                    if n == 0:   # the first level covers the row: its planes are the start
+                        if src.ctypes.data != target.ctypes.data:
+                            target[:] = src   # fixed planes, and raw chunks (views of the stored value)
+                    else:
+                        np.bitwise_xor(target, src, out=target)
+            if done is not None:
+                done(pieces, a, b)
+
+        if parallel and len(bounds) > 1 and lay.n * lay.dtype.itemsize >= (4 << 20):
+            list(self._pool().map(row, range(len(bounds))))
+        else:
+            for i in range(len(bounds)):
+                row(i)
+
+    _top_local = threading.local()
+
+    @classmethod
+    def _top_scratch(cls, count: int, n: int) -> list[np.ndarray]:
+        """This thread's ``count`` reusable buffers of n bytes for top-plane rows
+        (apart from `_scratch`: a row may decode a whole base meanwhile)."""
+        bufs = getattr(cls._top_local, "bufs", None)
+        if bufs is None or len(bufs) < count or bufs[0].shape[0] < n:
+            size = max(n, bufs[0].shape[0] if bufs else 0)
+            bufs = cls._top_local.bufs = [np.empty(size, np.uint8) for _ in range(max(count, len(bufs or ())))]
+        return [b[:n] for b in bufs[:count]]
+
+
+class _TopLevel:
+    """One level of a top-plane read: a record, the elements it counts for
+    ([0, limit)), and either its top planes decoded up front (``fixed``: inline
+    frames, or a level decoded whole) or the chunk rows it is read from."""
+
+    __slots__ = ("fixed", "lay", "limit", "rows")
+
+    def __init__(self, lay: _Layout, limit: int, fixed: list[np.ndarray] | np.ndarray | None = None):
+        self.lay, self.limit, self.fixed = lay, limit, fixed
+        self.rows: range = range(0)
+
+
+def _check_frame(value, addr: bytes, size: int) -> None:
+    """A stored chunk, checked without decoding it: present, its trailing check
+    intact (every damaged stored byte), a known codec, and a frame of the
+    length its address says (raw and const payloads, the zstd frame header;
+    other codecs are decoded)."""
+    if value is None:
+        raise IntegrityError(f"chunk {addr.hex()[:16]} is missing")
+    try:
+        codec, payload = codecs.unframe(value)
+        if isinstance(codec, codecs.Raw):
+            ok = len(payload) == size
+        elif isinstance(codec, codecs.Constant):
+            ok = len(payload) == 1 or size == 0
+        elif isinstance(codec, codecs.Zstd):
+            import zstandard
+            ok = zstandard.get_frame_parameters(payload).content_size in (size, zstandard.CONTENTSIZE_UNKNOWN)
+        else:
+            ok = len(codecs.decode_chunk(value, size)) == size
+    except IntegrityError as exc:
+        raise IntegrityError(f"chunk {addr.hex()[:16]}: {exc}") from None
+    except Exception as exc:   # noqa: BLE001 - e.g. a zstd frame header that does not parse
+        raise IntegrityError(f"chunk {addr.hex()[:16]} is damaged: {exc}") from None
+    if not ok:
+        raise IntegrityError(f"chunk {addr.hex()[:16]} does not hold the {size} bytes its address says")
+
+
+def _midpoint_is_zero(dt: dtypes.DType, layout: str, k: int) -> bool:
+    """planes-exp with one plane: the sign is missing, so every interval is
+    symmetric about zero and its midpoint is 0."""
+    return layout == "planes-exp" and k == 1 and dt.is_float and dt.itemsize > 1
 
 
 def parse_record(addr: bytes, value: bytes) -> _Layout:
@@ -421,33 +648,10 @@ def midpoint(top: np.ndarray, dt: dtypes.DType, layout: str, n: int) -> np.ndarr
     """Elements rebuilt from their top planes, each missing low part set to the
     middle of its range (the first missing bit set, the rest clear), in the
     layout's bit order. With planes-exp and one plane the sign is missing too:
-    the interval is symmetric about zero, and so the midpoint is 0.
-
-    For one or two known planes every element's result depends on its top
-    bytes alone, so it is looked up in a table of all 256 or 65,536 cases (one
-    pass, no full-size plane array to build and merge)."""
+    the interval is symmetric about zero, and so the midpoint is 0."""
     k = top.shape[0]
     if k >= dt.itemsize:
         return planes.merge(top, dt, layout)
-    if layout == "planes-exp" and k == 1 and dt.is_float:
+    if _midpoint_is_zero(dt, layout, k):
         return np.zeros(n, dt.bits_dtype)
-    if k <= 2:
-        return planes.gather(tuple(top), _midpoint_table(dt.name, layout, k))
-    full = np.zeros((dt.itemsize, n), np.uint8)
-    full[:k] = top
-    full[k] = 0x80
-    return planes.merge(full, dt, layout)
-
-
-@functools.lru_cache(maxsize=64)
-def _midpoint_table(dtype_name: str, layout: str, k: int) -> np.ndarray:
-    """Midpoint words for every value of the top k planes (k = 1 or 2), indexed
-    by the top bytes read as one big-endian number."""
-    dt = dtypes.get(dtype_name)
-    cases = np.arange(256 ** k, dtype=np.uint32)
-    top = np.stack([((cases >> np.uint32(8 * (k - 1 - p))) & np.uint32(255)).astype(np.uint8)
-                    for p in range(k)])
-    full = np.zeros((dt.itemsize, cases.size), np.uint8)
-    full[:k] = top
-    full[k] = 0x80
-    return planes.merge(full, dt, layout)
+    return planes.midpoint(top, dt, layout)

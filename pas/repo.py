@@ -460,7 +460,7 @@ class Repository:
                 raise BadInput("--bytes must be at least 1")
             def approx(e: TensorEntry, parallel: bool) -> np.ndarray:
                 if dtypes.get(e.dtype).itemsize > top_bytes:
-                    return self.read_approx(e, top_bytes)
+                    return self.read_approx(e, top_bytes, parallel=parallel)
                 return self.read_entry(e, parallel=parallel)
             datas = self._read_entries(entries, progress, approx)
             snap.metadata["pas.approx_bytes"] = str(top_bytes)
@@ -533,20 +533,26 @@ class Repository:
         words = self.reader.range_words(entry.object, start * row, stop * row)
         return words.view(dt.np_dtype).reshape((stop - start,) + tuple(entry.shape[1:]))
 
-    def read_planes(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, str]:
+    def read_planes(self, entry: TensorEntry, k: int, parallel: bool = True) -> tuple[np.ndarray, str]:
         """The top ``k`` byte planes of a tensor (reads only their chunks where it can) and its layout."""
-        return self.reader.top_planes(entry.object, k)
+        lay = self.reader.parse(entry.object)
+        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
+            raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
+        return self.reader.top_planes(entry.object, k, parallel=parallel)
 
-    def read_approx(self, entry: TensorEntry, k: int) -> np.ndarray:
+    def read_approx(self, entry: TensorEntry, k: int, parallel: bool = True) -> np.ndarray:
         """A tensor rebuilt from its top ``k`` bytes per element (progressive retrieval).
 
         Reads only the top k planes' chunks (for whole tensors and XOR chains);
-        each element's missing low part is set to the middle of its interval.
+        each element's missing low part is set to the middle of its interval
+        (`pas.reader.midpoint`). Every chunk read is checked (its frame and
+        its address); a tensor that has to be decoded whole is checked whole.
         """
-        top, layout = self.read_planes(entry, k)
+        lay = self.reader.parse(entry.object)
+        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
+            raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
         dt = dtypes.get(entry.dtype)
-        words = reader_mod.midpoint(top, dt, layout, top.shape[1])
-        return words.view(dt.np_dtype).reshape(entry.shape)
+        return self.reader.approx_words(entry.object, k, parallel=parallel).view(dt.np_dtype).reshape(entry.shape)
 
     def read_interval(self, entry: TensorEntry, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact [lo, hi] bounds of every element of a float tensor from its top ``k`` bytes."""
