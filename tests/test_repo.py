@@ -62,7 +62,9 @@ def test_archive_retrieve_round_trip(any_repo):
     for e in v.tensors + v.files:
         rec, payload = tensor_record(any_repo.store, e.object)
         assert (rec["dtype"], tuple(rec["shape"])) == (e.dtype, e.shape)
-        assert rec["codec"] == DEFAULT_CONFIG["codec"] and rec.get("depth", 0) == 0 and "delta" not in rec
+        # Tensor planes: the configured zstd with the planes' small match table; side files: as configured.
+        want = DEFAULT_CONFIG["codec"] if e in v.files else dict(DEFAULT_CONFIG["codec"], hash_log=codecs.PLANE_HASH_LOG)
+        assert rec["codec"] == want and rec.get("depth", 0) == 0 and "delta" not in rec
         if e.name == "model.big":
             assert "inline" not in rec and len(rec["chunks"]) == 4 and payload == b""
         else:
