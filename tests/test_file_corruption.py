@@ -1,6 +1,6 @@
 """Corruption of the files on disk (issue 5, T5/T6 of the reliability plan): a
 bit flipped or a file truncated at a random offset in every kind of file of a
-repository (RocksDB table files, MANIFEST, CURRENT, OPTIONS, the write-ahead
+repository (RocksDB table and blob files, MANIFEST, CURRENT, OPTIONS, the write-ahead
 log of a repository whose writer was killed, pas's version journal and its
 record of the OPTIONS file's digest).
 
@@ -93,6 +93,8 @@ def _kind(path: Path) -> str:
         return "table"
     if n.endswith(".log"):
         return "wal"
+    if n.endswith(".blob"):
+        return "blob"       # values of 4 KiB and more (chunks, big records): pas.stores.rocks
     if n.startswith(OPTIONS_CHECK):
         return "options-check"
     return n.split("-")[0].split(".")[0]      # MANIFEST, CURRENT, OPTIONS, IDENTITY, rocksdict-config
@@ -136,7 +138,7 @@ def _judge(repo_path: Path, lin: dict, ids: dict) -> str:
     return "named by verify" if lost else "reported by verify"
 
 
-KINDS = {"closed": {"table", "MANIFEST", "CURRENT", "OPTIONS", "journal"}}
+KINDS = {"closed": {"table", "blob", "MANIFEST", "CURRENT", "OPTIONS", "journal"}}
 KINDS["killed"] = KINDS["closed"] | {"wal"}
 
 
