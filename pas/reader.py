@@ -41,14 +41,14 @@ class _Layout:
     def __init__(self, rec: dict, payload: memoryview | bytes = b""):
         self.rec = rec
         self.dtype = dtypes.get(rec["dtype"])
-        self.shape = tuple(_counts(rec["shape"], "shape"))
+        self.shape = tuple(records.nonnegative_ints(rec["shape"], "shape"))
         self.n = math.prod(self.shape)
         self.layout = rec["layout"]
         if self.layout not in planes.LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}")
         self.inline = None
         if "inline" in rec:
-            sizes = _counts(rec["inline"], "inline frame sizes")
+            sizes = records.nonnegative_ints(rec["inline"], "inline frame sizes")
             if len(sizes) != self.dtype.itemsize or sum(sizes) != len(payload):
                 raise IntegrityError("tensor record's inline frames do not add up")
             self.inline, pos = [], 0
@@ -59,7 +59,7 @@ class _Layout:
             self.lengths = [self.n]
             self.offsets = [0, self.n]
         else:
-            self.addrs = [[_address(h) for h in plane] for plane in rec["chunks"]]
+            self.addrs = [[records.hex_id(h) for h in plane] for plane in rec["chunks"]]
             if len(self.addrs) != self.dtype.itemsize:
                 raise IntegrityError("tensor record has the wrong number of planes")
             lengths = [[int.from_bytes(a[16:24], "big") for a in plane] for plane in self.addrs]
@@ -69,10 +69,10 @@ class _Layout:
             self.offsets = [0, *itertools.accumulate(self.lengths)]
         d = rec.get("delta")
         self.op = d["op"] if d else None
-        self.base = _address(d["base"]) if d else None
+        self.base = records.hex_id(d["base"]) if d else None
         if self.op is not None:
             delta.op_code(self.op)  # unknown operator -> ValueError -> reported as damage
-        self.depth = _counts([rec.get("depth", 0)], "depth")[0]
+        self.depth = records.nonnegative_ints([rec.get("depth", 0)], "depth")[0]
 
     def rows(self, start: int, stop: int) -> range:
         """Indexes of the chunk rows that overlap elements [start, stop)."""
@@ -83,22 +83,6 @@ class _Layout:
         first = bisect.bisect_right(self.offsets, start) - 1
         last = bisect.bisect_left(self.offsets, stop)
         return range(max(first, 0), min(last, len(self.lengths)))
-
-
-def _counts(values, what: str) -> list[int]:
-    """A record's list of non-negative integers (a damaged or forged record may hold anything)."""
-    if type(values) is not list:
-        raise ValueError(f"{what} must be a list of non-negative integers")
-    for v in values:   # a loop, not all(<generator>): records of 100,000 small tensors are parsed
-        if type(v) is not int or v < 0:
-            raise ValueError(f"{what} must be a list of non-negative integers")
-    return values
-
-
-def _address(text) -> bytes:
-    if type(text) is not str or len(text) != 2 * records.ADDRESS_SIZE:
-        raise ValueError("not an object address")
-    return bytes.fromhex(text)
 
 
 class TensorReader:

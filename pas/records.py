@@ -202,14 +202,22 @@ class Version:
                 "metadata": m["source"].get("metadata", {})}
 
 
-def _is_hex(text, nbytes: int) -> bool:
+def nonnegative_ints(values, what: str) -> list[int]:
+    """``values`` if it is a list of non-negative integers, else ValueError: the
+    integer lists of a stored record or manifest (damaged or forged ones may hold anything)."""
+    if type(values) is not list:
+        raise ValueError(f"{what} must be a list of non-negative integers")
+    for v in values:   # a loop, not all(<generator>): records of 100,000 small tensors are parsed
+        if type(v) is not int or v < 0:
+            raise ValueError(f"{what} must be a list of non-negative integers")
+    return values
+
+
+def hex_id(text, nbytes: int = ADDRESS_SIZE) -> bytes:
+    """The ``nbytes`` bytes an object address (or version id) in hex names, else ValueError."""
     if type(text) is not str or len(text) != 2 * nbytes:
-        return False
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        return False
-    return True
+        raise ValueError("not an object address" if nbytes == ADDRESS_SIZE else "not a version id")
+    return bytes.fromhex(text)
 
 
 def _entry_problem(d) -> str | None:
@@ -217,13 +225,12 @@ def _entry_problem(d) -> str | None:
         return "an entry is not an object"
     if type(d.get("name")) is not str or type(d.get("dtype")) is not str:
         return "an entry's name or dtype is not a string"
-    shape, nbytes = d.get("shape"), d.get("nbytes")
-    if type(shape) is not list or not all(type(x) is int and x >= 0 for x in shape):
-        return f"entry {d['name'][:100]!r} has a bad shape"
-    if type(nbytes) is not int or nbytes < 0:
-        return f"entry {d['name'][:100]!r} has a bad size"
-    if not _is_hex(d.get("object"), ADDRESS_SIZE):
-        return f"entry {d['name'][:100]!r} has a bad object address"
+    try:
+        nonnegative_ints(d.get("shape"), "shape")
+        nonnegative_ints([d.get("nbytes")], "size")
+        hex_id(d.get("object"))
+    except ValueError as exc:
+        return f"entry {d['name'][:100]!r}: {exc}"
     return None
 
 
@@ -233,8 +240,11 @@ def _manifest_problem(m) -> str | None:
         return "not a JSON object"
     if type(m.get("name")) is not str or type(m.get("time")) is not str:
         return "name or time is not a string"
-    if m.get("parent") is not None and not _is_hex(m["parent"], VERSION_ID_SIZE):
-        return "parent is not a version id"
+    if m.get("parent") is not None:
+        try:
+            hex_id(m["parent"], VERSION_ID_SIZE)
+        except ValueError:
+            return "parent is not a version id"
     if type(m.get("message", "")) is not str or type(m.get("logical_bytes")) is not int:
         return "message or logical_bytes has the wrong type"
     src = m.get("source")

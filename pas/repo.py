@@ -502,6 +502,13 @@ class Repository:
             f.result()
         return out
 
+    def _checked_layout(self, entry: TensorEntry):
+        """The entry's parsed tensor record, which must agree with the manifest on dtype and shape."""
+        lay = self.reader.parse(entry.object)
+        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
+            raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
+        return lay
+
     def read_entry(self, entry: TensorEntry, parallel: bool = True) -> np.ndarray:
         """One tensor's data, checked against its content address.
 
@@ -510,9 +517,7 @@ class Repository:
         only when the tensor fails is it decoded again chunk by chunk, to
         name the damaged chunk.
         """
-        lay = self.reader.parse(entry.object)
-        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
-            raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
+        self._checked_layout(entry)
         words = self.reader.words(entry.object, parallel=parallel)
         dt = dtypes.get(entry.dtype)
         data = words.view(dt.np_dtype).reshape(entry.shape)
@@ -535,9 +540,7 @@ class Repository:
 
     def read_planes(self, entry: TensorEntry, k: int, parallel: bool = True) -> tuple[np.ndarray, str]:
         """The top ``k`` byte planes of a tensor (reads only their chunks where it can) and its layout."""
-        lay = self.reader.parse(entry.object)
-        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
-            raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
+        self._checked_layout(entry)
         return self.reader.top_planes(entry.object, k, parallel=parallel)
 
     def read_approx(self, entry: TensorEntry, k: int, parallel: bool = True) -> np.ndarray:
@@ -548,9 +551,7 @@ class Repository:
         (`pas.reader.midpoint`). Every chunk read is checked (its frame and
         its address); a tensor that has to be decoded whole is checked whole.
         """
-        lay = self.reader.parse(entry.object)
-        if lay.dtype.name != entry.dtype or lay.shape != entry.shape:
-            raise IntegrityError(f"tensor {entry.name!r}: record does not match the manifest")
+        self._checked_layout(entry)
         dt = dtypes.get(entry.dtype)
         return self.reader.approx_words(entry.object, k, parallel=parallel).view(dt.np_dtype).reshape(entry.shape)
 
