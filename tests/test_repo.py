@@ -682,3 +682,32 @@ def test_pas_repo_env_and_cwd_discovery(tmp_path, monkeypatch):
     monkeypatch.chdir(path)
     with Repository.open() as repo:
         assert repo.refs() == {"main": a.version_id}
+
+
+def test_archive_refuses_a_damaged_delta_base():
+    """A base whose chunks each pass their frame check but hold another chunk's bytes
+    (swapped under the wrong keys) is caught by the base's whole-tensor digest
+    before any delta is made against it; nothing of the new version is written."""
+    from pas.records import CHUNK
+    rng = np.random.default_rng(11)
+    w = rng.normal(0, 0.02, 3 << 20).astype("<f4")     # 12 MiB: chunked, not inline
+    repo = Repository.in_memory()
+    s1 = Snapshot()
+    s1.add(Tensor.from_array("w", w))
+    v1 = repo.archive_snapshot(s1, "m")
+    keys = sorted(k for k, _ in repo.store.items_prefix(CHUNK))
+    same_length = {}
+    for k in keys:
+        same_length.setdefault(k[17:25], []).append(k)
+    a, b = next(ks for ks in same_length.values() if len(ks) >= 2)[:2]
+    va, vb = repo.store.get(a), repo.store.get(b)
+    repo.store.put_many([(a, vb), (b, va)])
+    w2 = w.copy()
+    w2[::3] += np.float32(1e-4)
+    s2 = Snapshot()
+    s2.add(Tensor.from_array("w", w2))
+    before = dict(repo.store.items_prefix(b""))
+    with pytest.raises(IntegrityError):
+        repo.archive_snapshot(s2, "m")
+    assert repo.refs()["m"] == v1.version_id
+    assert [k for k in repo.store.list_prefix(b"v")] == [k for k in before if k[:1] == b"v"]
