@@ -250,8 +250,12 @@ class VersionWriter:
             return False
 
     def _slabs(self, words: np.ndarray) -> list[tuple[int, int]]:
-        step = self.budget.slab_elements(words.dtype.itemsize, self.chunk_elements)
-        return [(a, min(a + step, words.shape[0])) for a in range(0, words.shape[0], step)]
+        return self.slabs(words.shape[0], words.dtype.itemsize)
+
+    def slabs(self, n: int, itemsize: int) -> list[tuple[int, int]]:
+        """Element ranges of one slab each (whole chunks) covering n elements."""
+        step = self.budget.slab_elements(itemsize, self.chunk_elements)
+        return [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
 
     def _same_words(self, a: np.ndarray, b: np.ndarray) -> bool:
         return a.shape == b.shape and all(a[i:j].tobytes() == b[i:j].tobytes() for i, j in self._slabs(a))
@@ -269,7 +273,7 @@ class VersionWriter:
                     continue
                 candidates.append((e, self.bases.words(e), lay.layout))
         choice = select.choose(words, dt, candidates, self.ops, self.layouts)
-        rec = {"dtype": dt.name, "shape": list(t.shape), "layout": choice.layout}
+        rec = {"dtype": dt.name, "shape": list(t.shape)}
         base_words = None
         if choice.op is not None:
             entry = choice.base
@@ -277,18 +281,10 @@ class VersionWriter:
             base_words = aligned_base(base_words, words.shape[0])
             rec["delta"] = {"op": choice.op, "base": entry.object.hex()}
             rec["depth"] = self.reader.parse(entry.object).depth + 1
-        plane_buf = planes.split(words, dt, choice.layout, base=base_words, op=choice.op)
-        compressor = self.repo.compressor if side_file else self.plane_compressor
-        rec["codec"] = compressor.get_config()
-        payload = b""
-        if words.nbytes <= INLINE_MAX:
-            frames = [codecs.encode_chunk(plane_buf[p], compressor, checked=False)
-                      for p in range(plane_buf.shape[0])]
-            rec["inline"] = [len(f) for f in frames]
-            payload = b"".join(frames)
-        else:
-            chunker = self.repo.file_chunker if side_file else self.repo.chunker
-            rec["chunks"] = [self._add_stream(plane_buf[p], chunker, compressor) for p in range(plane_buf.shape[0])]
+        fields, payload = self.encode_planes(
+            words.shape[0], dt, choice.layout, choice.op, lambda a, b: words[a:b],
+            lambda a, b: None if base_words is None else base_words[a:b], side_file)
+        rec.update(fields)
         self._add_record(addr, rec, payload, choice.op)
 
     def _store_in_slabs(self, t: Tensor, addr: bytes, dt: dtypes.DType, words: np.ndarray) -> None:
@@ -305,25 +301,51 @@ class VersionWriter:
                 lay = self.reader.parse(e.object)
                 if lay.depth + 1 > self.max_depth or lay.dtype.name != dt.name:
                     continue
-                base_sample = np.concatenate([self._base_range(e.object, a, b) for a, b in windows])
+                base_sample = np.concatenate([self.base_range(e.object, a, b) for a, b in windows])
                 candidates.append((e, base_sample, lay.layout))
         choice = select.choose(sample, dt, candidates, self.ops, self.layouts, n_total=n)
-        rec = {"dtype": dt.name, "shape": list(t.shape), "layout": choice.layout,
-               "codec": self.plane_compressor.get_config()}
+        rec = {"dtype": dt.name, "shape": list(t.shape)}
         if choice.op is not None:
             rec["delta"] = {"op": choice.op, "base": choice.base.object.hex()}
             rec["depth"] = self.reader.parse(choice.base.object).depth + 1
-        streams: list[list[str]] = [[] for _ in range(dt.itemsize)]
-        for a, b in self._slabs(words):
-            base = self._base_range(choice.base.object, a, b) if choice.op else None
-            plane_buf = planes.split(words[a:b], dt, choice.layout, base=base, op=choice.op)
-            for p in range(dt.itemsize):
-                streams[p].extend(self._add_stream(plane_buf[p], self.repo.chunker, self.plane_compressor))
-            del plane_buf, base
-        rec["chunks"] = streams
-        self._add_record(addr, rec, b"", choice.op)
+        fields, payload = self.encode_planes(
+            n, dt, choice.layout, choice.op, lambda a, b: words[a:b],
+            lambda a, b: self.base_range(choice.base.object, a, b) if choice.op else None)
+        rec.update(fields)
+        self._add_record(addr, rec, payload, choice.op)
 
-    def _base_range(self, base_addr: bytes, a: int, b: int) -> np.ndarray:
+    def encode_planes(self, n: int, dt: dtypes.DType, layout: str, op: str | None,
+                      words_of: Callable[[int, int], np.ndarray],
+                      base_of: Callable[[int, int], np.ndarray | None],
+                      side_file: bool = False) -> tuple[dict, bytes]:
+        """Split, chunk and compress a tensor's planes: the record's ``layout``,
+        ``codec`` and ``inline`` (with the returned payload) or ``chunks`` fields.
+
+        ``words_of(a, b)`` gives elements [a, b) of the tensor, ``base_of(a, b)``
+        those of its aligned delta base (None when whole). A tensor bigger than
+        a slab is asked for one slab at a time, so only a slab of it (and of its
+        base) is ever held; slabs are whole chunks, so the chunks are those of a
+        whole-tensor encode. Side files are cut by content, whole."""
+        compressor = self.repo.compressor if side_file else self.plane_compressor
+        fields: dict = {"layout": layout, "codec": compressor.get_config()}
+        nbytes = n * dt.itemsize
+        if nbytes <= INLINE_MAX:
+            plane_buf = planes.split(words_of(0, n), dt, layout, base=base_of(0, n), op=op)
+            frames = [codecs.encode_chunk(plane_buf[p], compressor, checked=False) for p in range(dt.itemsize)]
+            fields["inline"] = [len(f) for f in frames]
+            return fields, b"".join(frames)
+        chunker = self.repo.file_chunker if side_file else self.repo.chunker
+        slabs = [(0, n)] if side_file or nbytes <= self.budget.slab_bytes else self.slabs(n, dt.itemsize)
+        streams: list[list[str]] = [[] for _ in range(dt.itemsize)]
+        for a, b in slabs:
+            plane_buf = planes.split(words_of(a, b), dt, layout, base=base_of(a, b), op=op)
+            for p in range(dt.itemsize):
+                streams[p].extend(self._add_stream(plane_buf[p], chunker, compressor))
+            del plane_buf
+        fields["chunks"] = streams
+        return fields, b""
+
+    def base_range(self, base_addr: bytes, a: int, b: int) -> np.ndarray:
         """Base elements [a, b), padded with zeros past the base's end (`aligned_base`)."""
         have = self.reader.range_words(base_addr, a, b)
         return aligned_base(have, b - a) if have.shape[0] < b - a else have

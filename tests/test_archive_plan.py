@@ -361,3 +361,86 @@ def test_cli_json_is_plain_json(tmp_path):
     info = pas_json("plan", "-g", path)          # no budgets: reported as null, not Infinity
     assert info["budgets"] == {"s1": None, "s2": None}
     json.dumps(info, allow_nan=False)
+
+
+# ---------------------------------------------------------------- depth bound (repack)
+def _chain_graph(n: int = 8) -> StorageGraph:
+    """m1 - m2 - ... - mn: deltas far cheaper than whole, so the MST is one chain n - 1 deltas deep."""
+    edges = [("v0", f"m{i}", 10, 1) for i in range(1, n + 1)]
+    edges += [(f"m{i}", f"m{i + 1}", 1 + 0.01 * i, 1.5) for i in range(1, n)]
+    return graph("v0", edges, {f"s{i}": [f"m{i}"] for i in range(1, n + 1)})
+
+
+def test_depth_bound_holds_for_every_planner():
+    from pas.archive.algorithms import depths
+    for seed in range(25):
+        g = random_graph(seed, matrices=9, snapshots=3, density=0.5)
+        for model in MODELS:
+            budgets = budgets_for(g, model, 1.5)
+            for name in ("mst", "spt", "last", "pas-mt", "pas-pt", "best"):
+                for bound in (0, 1, 2):
+                    p = plan(g, name, budgets, model, max_depth=bound)
+                    assert_tree(g, p)
+                    assert max(depths(g, p.parents).values()) <= bound, (seed, model, name, bound)
+                # a bound of 0: every matrix whole (each has a root edge here)
+            assert all(a.src == "v0" for a in plan(g, "best", budgets, model, max_depth=0).parents.values())
+
+
+def test_depth_bound_bites_and_stays_feasible():
+    from pas.archive.algorithms import depths
+    g = _chain_graph(8)
+    free = plan(g, "mst", NONE)
+    assert max(depths(g, free.parents).values()) == 7           # the bound below is not vacuous
+    for model in MODELS:
+        budgets = budgets_for(g, model, 3.0)
+        for name in ("pas-mt", "pas-pt", "best"):
+            for bound in (1, 2, 3):
+                p = plan(g, name, budgets, model, max_depth=bound)
+                assert max(depths(g, p.parents).values()) <= bound
+                assert evaluate(g, p, budgets, model).feasible, (model, name, bound)
+        # unbounded budgets: least storage under the bound = the chain cut every bound + 1 levels
+        p = plan(g, "best", NONE, model, max_depth=2)
+        wholes = sum(a.src == "v0" for a in p.parents.values())
+        assert wholes == 3 and max(depths(g, p.parents).values()) == 2
+
+
+def test_cut_depth_is_the_cheapest_cut():
+    """cut_depth against brute force: every set of matrices to store whole, the cheapest valid one."""
+    from pas.archive.algorithms import cut_depth, depths
+    for seed in range(30):
+        g = random_graph(seed, matrices=7, snapshots=2, density=0.6)
+        tree = plan(g, "mst", NONE).parents
+        for bound in (0, 1, 2):
+            cut = cut_depth(g, tree, bound)
+            assert max(depths(g, cut).values()) <= bound
+            best_cost = math.inf
+            movable = [m for m, a in tree.items() if a.src != "v0"]
+            for k in range(len(movable) + 1):
+                for subset in itertools.combinations(movable, k):
+                    cand = dict(tree)
+                    for m in subset:
+                        cand[m] = min((a for a in g.in_arcs[m] if a.src == "v0"),
+                                      key=lambda a: (a.storage, a.recreation))
+                    if max(depths(g, cand).values()) <= bound:
+                        best_cost = min(best_cost, math.fsum(a.storage for a in cand.values()))
+            assert math.isclose(math.fsum(a.storage for a in cut.values()), best_cost, rel_tol=1e-12), (seed, bound)
+
+
+def test_depth_bound_errors():
+    g = graph("v0", [("v0", "a", 5, 1), ("a", "b", 1, 1), ("b", "c", 1, 1)], {"s": ["c"]})
+    with pytest.raises(GraphError, match="within 1 deltas"):
+        plan(g, "mst", {"s": math.inf}, max_depth=1)    # b and c cannot be stored whole
+    assert plan(g, "mst", {"s": math.inf}, max_depth=2).parents["c"].src == "b"
+    for bad in (-1, 1.5, True):
+        with pytest.raises(GraphError):
+            plan(toy(), "best", NONE, max_depth=bad)
+
+
+def test_cli_plan_max_depth(tmp_path):
+    f = tmp_path / "chain.json"
+    _chain_graph(6).save(f)
+    out = pas_json("plan", "--graph", str(f), "--max-depth", "1")
+    parent = {e["to"]: e["from"] for e in out["plan"]}
+    for src in parent.values():
+        assert src == "v0" or parent[src] == "v0"
+    pas("plan", "--graph", str(f), "--max-depth", "-1", expect=4)

@@ -11,6 +11,13 @@ model and returns a Plan (paper §IV-C; docs/planning.md).
 - pas-pt: grow the tree from the root by cheapest storage, refusing arcs that
   would break a budget.
 - best: pas-mt and pas-pt, the cheaper feasible plan.
+
+Every planner takes ``max_depth`` (None: unbounded): no matrix may then be
+rebuilt through more than ``max_depth`` deltas (a repository's
+``delta.max_depth``, which its reader and `pas verify` rely on). PAS-MT and
+PAS-PT keep it as a constraint of every step (growth, swaps, grafts, the
+clean-up); the other planners' trees are cut to it afterwards
+(`cut_depth`: the cheapest set of matrices to store whole instead).
 """
 from __future__ import annotations
 
@@ -34,6 +41,100 @@ Budgets = Mapping[str, float]
 
 
 # ------------------------------------------------------------------ trees
+def depths(graph: StorageGraph, parents: Mapping[str, Arc]) -> dict[str, int]:
+    """Each matrix's chain depth under a tree: the deltas applied to rebuild it
+    (0 when stored whole, i.e. its arc comes from the root)."""
+    out: dict[str, int] = {}
+    for m in parents:
+        path, v = [], m
+        while v not in out and v != graph.root:
+            path.append(v)
+            v = parents[v].src
+            if len(path) > len(parents):
+                from .plan import PlanError
+                raise PlanError(f"the plan has a cycle through {m!r}")
+        d = -1 if v == graph.root else out[v]
+        for w in reversed(path):
+            d += 1
+            out[w] = d
+    return out
+
+
+def _check_depth(max_depth: int | None) -> int | None:
+    if max_depth is None:
+        return None
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
+        from .graph import GraphError
+        raise GraphError(f"the depth bound must be an integer >= 0, got {max_depth!r}")
+    return max_depth
+
+
+def _root_arc(graph: StorageGraph, m: str, key=lambda a: (a.storage, a.recreation)) -> Arc | None:
+    """The arc storing ``m`` whole that is least by ``key`` (None: it cannot be stored whole)."""
+    arcs = [a for a in graph.in_arcs[m] if a.src == graph.root]
+    return min(arcs, key=key) if arcs else None
+
+
+def cut_depth(graph: StorageGraph, parents: Mapping[str, Arc], max_depth: int | None) -> dict[str, Arc]:
+    """The tree ``parents`` with no chain deeper than ``max_depth`` deltas, at
+    the least extra storage: some matrices are stored whole instead (their
+    cheapest arc from the root), each cutting the chain below it.
+
+    Exact for the question asked (which matrices to cut), by dynamic
+    programming over the tree: f(v, d) = the least extra storage of v's
+    subtree when v sits at depth d; each child either stays at d + 1 (if
+    that is within the bound) or is cut to depth 0 at the cost of its root
+    arc minus its arc. O(matrices x max_depth). A matrix that cannot be
+    stored whole and would sit too deep makes it impossible: GraphError."""
+    parents = dict(parents)
+    max_depth = _check_depth(max_depth)
+    if max_depth is None:
+        return parents
+    depth = depths(graph, parents)
+    if not depth or max(depth.values()) <= max_depth:
+        return parents
+    children: dict[str, list[str]] = {v: [] for v in (graph.root, *parents)}
+    for m, a in parents.items():
+        children[a.src].append(m)
+    order, todo = [], [graph.root]           # preorder
+    while todo:
+        v = todo.pop()
+        order.append(v)
+        todo += children[v]
+    inf = math.inf
+    cut_arc = {m: (_root_arc(graph, m) if parents[m].src != graph.root else None) for m in parents}
+    cut_cost = {m: (cut_arc[m].storage - parents[m].storage if cut_arc[m] is not None else inf) for m in parents}
+    D = max_depth
+    f: dict[str, list[float]] = {}
+    for v in reversed(order):                # children first
+        if v == graph.root:
+            continue
+        row = []
+        for d in range(D + 1):
+            total = 0.0
+            for c in children[v]:
+                keep = f[c][d + 1] if d + 1 <= D else inf
+                total += min(keep, cut_cost[c] + f[c][0])
+            row.append(total)
+        f[v] = row
+    out = dict(parents)
+    todo2 = [(c, 0) for c in children[graph.root]]
+    while todo2:
+        v, d = todo2.pop()
+        if math.isinf(f[v][d]):
+            from .graph import GraphError
+            raise GraphError(f"no plan keeps every chain within {D} deltas: a matrix below {v!r} "
+                             "cannot be stored whole")
+        for c in children[v]:
+            keep = f[c][d + 1] if d + 1 <= D else inf
+            if cut_cost[c] + f[c][0] < keep:
+                out[c] = cut_arc[c]
+                todo2.append((c, 0))
+            else:
+                todo2.append((c, d + 1))
+    return out
+
+
 def _shortest(root: str, out_arcs: Mapping[str, list[Arc]]) -> dict[str, Arc]:
     """Dijkstra on recreation cost; among equally fast arcs the least storage.
 
@@ -61,8 +162,9 @@ def _shortest(root: str, out_arcs: Mapping[str, list[Arc]]) -> dict[str, Arc]:
     return parent
 
 
-def spt(graph: StorageGraph, budgets: Budgets | None = None, model: str = "independent") -> Plan:
-    return Plan("spt", _shortest(graph.root, graph.out_arcs))
+def spt(graph: StorageGraph, budgets: Budgets | None = None, model: str = "independent",
+        max_depth: int | None = None) -> Plan:
+    return Plan("spt", cut_depth(graph, _shortest(graph.root, graph.out_arcs), max_depth))
 
 
 def shortest_distances(graph: StorageGraph) -> dict[str, float]:
@@ -70,10 +172,10 @@ def shortest_distances(graph: StorageGraph) -> dict[str, float]:
     return recreation_costs(graph, spt(graph).parents)
 
 
-def mst(graph: StorageGraph, budgets: Budgets | None = None, model: str = "independent") -> Plan:
-    if graph.directed:
-        return Plan("mst", _edmonds_tree(graph))
-    return Plan("mst", _kruskal_tree(graph))
+def mst(graph: StorageGraph, budgets: Budgets | None = None, model: str = "independent",
+        max_depth: int | None = None) -> Plan:
+    tree = _edmonds_tree(graph) if graph.directed else _kruskal_tree(graph)
+    return Plan("mst", cut_depth(graph, tree, max_depth))
 
 
 def _kruskal_tree(graph: StorageGraph) -> dict[str, Arc]:
@@ -164,7 +266,8 @@ def _edmonds(n: int, root: int, arcs: list[tuple[int, int, tuple[float, float]]]
 
 
 # ------------------------------------------------------------------ LAST
-def last(graph: StorageGraph, budgets: Budgets, model: str = "independent") -> Plan:
+def last(graph: StorageGraph, budgets: Budgets, model: str = "independent",
+         max_depth: int | None = None) -> Plan:
     """LAST (Khuller, Raghavachari, Young 1995): walk the MST depth first,
     carrying the best known path cost d(v); where d(v) > alpha * dist(v),
     add v's shortest path. The result is the shortest-path tree of the MST
@@ -220,24 +323,27 @@ def last(graph: StorageGraph, budgets: Budgets, model: str = "independent") -> P
         back = reverse.get((a.dst, a.src, a.edge))
         if back is not None:
             out.setdefault(back.src, []).append(back)
-    return Plan("last", _shortest(graph.root, out))
+    return Plan("last", cut_depth(graph, _shortest(graph.root, out), max_depth))
 
 
 # ------------------------------------------------------------------ PAS-MT / PAS-PT
 class _Tree:
     """A mutable tree (matrix -> parent arc) with the quantities the swaps need."""
 
-    def __init__(self, graph: StorageGraph, parents: Mapping[str, Arc]):
+    def __init__(self, graph: StorageGraph, parents: Mapping[str, Arc], max_depth: int | None = None):
         self.g = graph
         self.parent = dict(parents)
+        self.max_depth = max_depth
 
     def refresh(self) -> None:
-        """Path costs r, Euler-tour times (descendant tests) and preorder."""
+        """Path costs r, Euler-tour times (descendant tests), preorder, and each
+        vertex's depth (deltas to rebuild it; the root -1) and height (levels below it)."""
         g = self.g
         children: dict[str, list[str]] = {v: [] for v in (g.root, *g.matrices)}
         for m, a in self.parent.items():
             children[a.src].append(m)
         self.r = {g.root: 0.0}
+        self.depth = {g.root: -1}
         self.tin, self.tout, self.order = {}, {}, []
         clock = 0
         stack = [(g.root, False)]
@@ -252,9 +358,20 @@ class _Tree:
             if v != g.root:
                 a = self.parent[v]
                 self.r[v] = self.r[a.src] + a.recreation
+                self.depth[v] = self.depth[a.src] + 1
             stack.append((v, True))
             stack += [(c, False) for c in children[v]]
         self.children = children
+        self.height = {}
+        for v in reversed(self.order):
+            self.height[v] = max((self.height[c] + 1 for c in children[v]), default=0)
+
+    def fits_depth(self, a: Arc) -> bool:
+        """Whether storing a.dst by arc a keeps every chain of its subtree within the bound."""
+        return self.max_depth is None or self.depth[a.src] + 1 + self.height[a.dst] <= self.max_depth
+
+    def deepest(self) -> int:
+        return max((d for v, d in self.depth.items() if v != self.g.root), default=0)
 
     def is_descendant(self, x: str, v: str) -> bool:
         """x in D_v (v's subtree, v included)."""
@@ -314,6 +431,8 @@ def _best_swap(t: _Tree, over: Mapping[str, float], budgets: Budgets, model: str
         if not weight[v] or t.parent[v] == a:
             continue
         if a.src != g.root and t.is_descendant(a.src, v):
+            continue
+        if not t.fits_depth(a):
             continue
         delta = t.r[v] - (t.r[a.src] + a.recreation)
         if delta <= 1e-12 * max(1.0, t.r[v]):
@@ -378,21 +497,32 @@ def _graft(t: _Tree, over: Mapping[str, float], dist, spt_parent) -> bool:
 
     [inference] The paper leaves this case open; without it PAS-MT can stop
     infeasible where the SPT is feasible (a matrix whose fast parent is itself
-    slow but serves no over-budget snapshot)."""
+    slow but serves no over-budget snapshot). Under a depth bound a shortest
+    path that would chain too deep is not taken; the matrix is then stored
+    by its fastest arc from the root if that is faster (else the next worst
+    matrix is tried)."""
     g = t.g
     cands = [m for s in over for m in g.snapshots[s] if t.r[m] > dist[m] + 1e-12 * max(1.0, dist[m])]
-    if not cands:
-        return False
-    m = max(cands, key=lambda x: (t.r[x] - dist[x], x))
-    path = []
-    while m != g.root:
-        path.append(m)
-        m = spt_parent[m].src
-    for w in reversed(path):              # root side first: each new parent already has r = dist
-        if t.r[w] > dist[w]:
-            t.parent[w] = spt_parent[w]
+    for m in sorted(set(cands), key=lambda x: (t.r[x] - dist[x], x), reverse=True):
+        saved = dict(t.parent)
+        path, x = [], m
+        while x != g.root:
+            path.append(x)
+            x = spt_parent[x].src
+        for w in reversed(path):              # root side first: each new parent already has r = dist
+            if t.r[w] > dist[w]:
+                t.parent[w] = spt_parent[w]
+                t.refresh()
+        if t.max_depth is None or t.deepest() <= t.max_depth:
+            return True
+        t.parent = saved
+        t.refresh()
+        whole = _root_arc(g, m, key=lambda a: (a.recreation, a.storage))
+        if whole is not None and whole.recreation < t.r[m] - 1e-12 * max(1.0, t.r[m]):
+            t.parent[m] = whole
             t.refresh()
-    return True
+            return True
+    return False
 
 
 def _repair(t: _Tree, budgets: Budgets, model: str, refine: bool) -> None:
@@ -431,7 +561,7 @@ def _tighten(t: _Tree, budgets: Budgets, model: str) -> None:
         for a in g.arcs:
             v = a.dst
             saving = t.parent[v].storage - a.storage
-            if saving <= best_saving or (a.src != g.root and t.is_descendant(a.src, v)):
+            if saving <= best_saving or (a.src != g.root and t.is_descendant(a.src, v)) or not t.fits_depth(a):
                 continue
             shift = (t.r[a.src] + a.recreation) - t.r[v]     # change of every D_v path cost
             if shift > 0 and not _still_fits(t, v, shift, budgets, model, limited, snaps_of):
@@ -453,28 +583,37 @@ def _still_fits(t: _Tree, v: str, shift: float, budgets, model, limited, snaps_o
     return True
 
 
-def pas_mt(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True) -> Plan:
+def pas_mt(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True,
+           max_depth: int | None = None) -> Plan:
     """PAS-MT: start from the MST, repair over-budget snapshots by parent swaps.
 
     refine=False runs the paper's steps only; True (default) caps the gains
-    at the excess and ends with the storage clean-up (_tighten)."""
+    at the excess and ends with the storage clean-up (_tighten). With
+    ``max_depth`` the MST is first cut to it (`cut_depth`) and no swap or
+    graft may chain deeper."""
     check_model(model)
-    t = _Tree(graph, mst(graph).parents)
+    max_depth = _check_depth(max_depth)
+    t = _Tree(graph, mst(graph, max_depth=max_depth).parents, max_depth)
     _repair(t, budgets, model, refine)
     if refine:
         _tighten(t, budgets, model)
     return Plan("pas-mt", t.parent)
 
 
-def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True) -> Plan:
+def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True,
+           max_depth: int | None = None) -> Plan:
     """PAS-PT: Prim-like growth by storage cost, checking budgets on the way.
 
     An arc is taken only if every snapshot holding its head stays within
     budget, counting tree members at their current cost and the others at
     their shortest-path cost (a lower bound). Each new vertex may adopt tree
     vertices it stores more cheaply without slowing them down. refine: as
-    for pas_mt (the repair of leftovers, then the clean-up)."""
+    for pas_mt (the repair of leftovers, then the clean-up). With
+    ``max_depth``, an arc that would chain deeper is refused like one that
+    breaks a budget, and so is an adoption that would push a subtree too deep."""
     check_model(model)
+    max_depth = _check_depth(max_depth)
+    limit = math.inf if max_depth is None else max_depth
     g = graph
     lb = shortest_distances(g)
     snaps_of: dict[str, list[str]] = {m: [] for m in g.matrices}
@@ -484,6 +623,7 @@ def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
     parent: dict[str, Arc] = {}
     children: dict[str, list[str]] = {}
     r = {g.root: 0.0}
+    depth = {g.root: -1}
     tick = itertools.count()
     heap = [(a.storage, a.recreation, next(tick), a) for a in g.out_arcs[g.root]]
     heapq.heapify(heap)
@@ -517,9 +657,9 @@ def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
         if v in r:
             continue
         rv = r[a.src] + a.recreation
-        if not fits(v, rv):
-            continue                      # dropped: this arc would break a budget
-        parent[v], r[v] = a, rv
+        if depth[a.src] + 1 > limit or not fits(v, rv):
+            continue                      # dropped: this arc would break a budget (or the depth bound)
+        parent[v], r[v], depth[v] = a, rv, depth[a.src] + 1
         children.setdefault(a.src, []).append(v)
         for b in g.out_arcs[v]:
             k = b.dst
@@ -527,12 +667,17 @@ def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
                 heapq.heappush(heap, (b.storage, b.recreation, next(tick), b))
             elif (parent[k].storage > b.storage and r[k] >= rv + b.recreation
                   and not is_ancestor(k, v)):
+                below = subtree(k)
+                dshift = depth[v] + 1 - depth[k]
+                if max(depth[x] for x in below) + dshift > limit:
+                    continue
                 shift = r[k] - (rv + b.recreation)
                 children[parent[k].src].remove(k)
                 children.setdefault(v, []).append(k)
                 parent[k] = b
-                for x in subtree(k):
+                for x in below:
                     r[x] -= shift
+                    depth[x] += dshift
     if len(parent) < len(g.matrices):
         # Leftovers (every arc to them broke a budget): attach each by its
         # fastest arc from the tree ("to v0" in the paper, which assumes every
@@ -540,33 +685,43 @@ def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
         heap = [(r[a.src] + a.recreation, a.storage, next(tick), a)
                 for u in r for a in g.out_arcs[u] if a.dst not in r]
         heapq.heapify(heap)
-        while heap:
-            rv, _, _, a = heapq.heappop(heap)
-            if a.dst in r:
-                continue
-            parent[a.dst], r[a.dst] = a, rv
-            for b in g.out_arcs[a.dst]:
-                if b.dst not in r:
-                    heapq.heappush(heap, (rv + b.recreation, b.storage, next(tick), b))
-    t = _Tree(g, parent)
+        for bounded in (True, False):     # within the depth bound if any arc allows it; cut below
+            while heap:
+                rv, _, _, a = heapq.heappop(heap)
+                if a.dst in r or (bounded and depth[a.src] + 1 > limit):
+                    continue
+                parent[a.dst], r[a.dst], depth[a.dst] = a, rv, depth[a.src] + 1
+                for b in g.out_arcs[a.dst]:
+                    if b.dst not in r:
+                        heapq.heappush(heap, (rv + b.recreation, b.storage, next(tick), b))
+            heap = [(r[a.src] + a.recreation, a.storage, next(tick), a)
+                    for u in r for a in g.out_arcs[u] if a.dst not in r]
+            heapq.heapify(heap)
+    t = _Tree(g, cut_depth(g, parent, max_depth), max_depth)
     _repair(t, budgets, model, refine)
     if refine:
         _tighten(t, budgets, model)
     return Plan("pas-pt", t.parent)
 
 
-def best(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True) -> Plan:
+def best(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True,
+         max_depth: int | None = None) -> Plan:
     """Run PAS-MT and PAS-PT, keep the cheaper feasible plan (the least over
     budget if neither is feasible)."""
-    plans = [pas_mt(graph, budgets, model, refine), pas_pt(graph, budgets, model, refine)]
+    plans = [pas_mt(graph, budgets, model, refine, max_depth=max_depth),
+             pas_pt(graph, budgets, model, refine, max_depth=max_depth)]
     evals = [evaluate(graph, p, budgets, model) for p in plans]
     i = min(range(2), key=lambda i: (not evals[i].feasible, evals[i].excess, evals[i].storage))
     return Plan(f"best ({plans[i].algorithm})", plans[i].parents)
 
 
-def exact(graph: StorageGraph, budgets: Budgets, model: str = "independent") -> Plan:
+def exact(graph: StorageGraph, budgets: Budgets, model: str = "independent",
+          max_depth: int | None = None) -> Plan:
+    """The optimum without a depth bound; with one, that optimum cut to it
+    (`cut_depth`: then no longer necessarily optimal)."""
     from .exact import exact as solve  # scipy is imported only when asked for
-    return solve(graph, budgets, model)
+    p = solve(graph, budgets, model)
+    return Plan(p.algorithm, cut_depth(graph, p.parents, max_depth))
 
 
 ALGORITHMS: dict[str, Callable[[StorageGraph, Budgets, str], Plan]] = {
@@ -587,12 +742,16 @@ def budgets_for(graph: StorageGraph, model: str = "independent", alpha: float | 
 
 
 def plan(graph: StorageGraph, algorithm: str = "best", budgets: Budgets | None = None,
-         model: str = "independent") -> Plan:
-    """Plan `graph` with the named algorithm (budgets default to the graph's own)."""
+         model: str = "independent", max_depth: int | None = None) -> Plan:
+    """Plan `graph` with the named algorithm (budgets default to the graph's own);
+    ``max_depth``: no matrix rebuilt through more deltas than that (None: unbounded)."""
     check_model(model)
     if algorithm not in ALGORITHMS:
         from .graph import GraphError
         raise GraphError(f"unknown algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
     if budgets is None:
         budgets = budgets_for(graph, model)
-    return ALGORITHMS[algorithm](graph, budgets, model)
+    max_depth = _check_depth(max_depth)
+    if max_depth is None:
+        return ALGORITHMS[algorithm](graph, budgets, model)
+    return ALGORITHMS[algorithm](graph, budgets, model, max_depth=max_depth)

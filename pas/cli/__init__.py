@@ -315,6 +315,9 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
                                                    "graph (with the budgets used) to this JSON file."),
          recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the decode cost model again "
                                           "(default: reuse .pas/costs.json)."),
+         max_depth: Optional[int] = typer.Option(None, "--max-depth", help="No matrix rebuilt through more than N "
+                                                 "deltas (default: unbounded with --graph; a repository's "
+                                                 "delta.max_depth, which is also the most allowed)."),
          as_json: bool = JsonOpt):
     """Plan archival storage: per matrix, whole or delta against which, for the
     least storage within each snapshot's recreation budget.
@@ -347,7 +350,7 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
             raise NotFound(f"{graph_file}: no such file")
         g = StorageGraph.load(graph_file)
         budgets = budgets_of(g)
-        p = make_plan(g, algorithm, budgets, recreation)
+        p = make_plan(g, algorithm, budgets, recreation, max_depth=max_depth)
         ev = evaluate(g, p, budgets, recreation)
         info = {"algorithm": p.algorithm, "recreation_model": recreation, "storage": ev.storage,
                 "recreation": ev.recreation, "budgets": {s: fin(b) for s, b in ev.budgets.items()},
@@ -376,7 +379,10 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
         rg = repo_graph.build(repo, recreation, recalibrate=recalibrate)
     g = rg.graph
     budgets = budgets_of(g)
-    p = make_plan(g, algorithm, budgets, recreation)
+    if max_depth is not None and max_depth > rg.max_depth:
+        raise BadInput(f"--max-depth {max_depth} is above the repository's delta.max_depth {rg.max_depth}")
+    p = make_plan(g, algorithm, budgets, recreation,
+                  max_depth=rg.max_depth if max_depth is None else max_depth)
     ev = evaluate(g, p, budgets, recreation)
     before = evaluate(g, rg.current, budgets, recreation)
     if save_graph is not None:
@@ -439,7 +445,72 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
             typer.echo(f"  {e['to']}: {how(old[e['to']])} -> {how(e)}")
         if len(changed) > 20:
             typer.echo(f"  ... {len(changed) - 20} more (--json lists all)")
-        typer.echo("nothing was changed (re-packing by a plan is not implemented yet)")
+        typer.echo("nothing was changed (`pas repack` applies a plan)")
+    _emit(info, as_json, human)
+
+
+@app.command()
+def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst | spt | last | pas-mt | pas-pt | best | exact."),
+           alpha: Optional[float] = typer.Option(None, "--budget", "-b", help="Budget factor ALPHA: each version may cost "
+                                                 "ALPHA x its recreation cost in the shortest-path tree."),
+           max_seconds: Optional[float] = typer.Option(None, "--max-seconds", "-s", help="Every version may cost at most "
+                                                       "S seconds to rebuild (cost model)."),
+           recreation: str = typer.Option("independent", "--recreation", "-r", help="independent | parallel."),
+           dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Plan and report the changes; write nothing."),
+           no_gc: bool = typer.Option(False, "--no-gc", help="Leave the chunks nothing names any more for `pas gc`."),
+           recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the decode cost model again "
+                                            "(default: reuse .pas/costs.json)."),
+           memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Memory for data while re-encoding "
+                                                      "(e.g. 512M; default 4G or $PAS_MEMORY_LIMIT)."),
+           as_json: bool = JsonOpt):
+    """Apply a storage plan: re-encode every tensor whose storage the plan
+    changes (whole, delta against which base, chain depth), crash-safely.
+
+    The plan is the one `pas plan` shows with the same options, bounded by
+    the repository's delta.max_depth. New chunks are written and flushed,
+    every re-encoded tensor is decoded and checked bit-exact, then all new
+    records are committed in one atomic batch; old chunks are removed by gc."""
+    import math
+    if algorithm not in _PLAN_ALGORITHMS:
+        raise BadInput(f"unknown algorithm {algorithm!r} (choose from {', '.join(_PLAN_ALGORITHMS)})")
+    if alpha is not None and max_seconds is not None:
+        raise BadInput("--budget and --max-seconds exclude each other")
+    if alpha is not None and not (alpha > 0 and math.isfinite(alpha)):
+        raise BadInput(f"--budget must be a positive number, got {alpha!r}")
+    if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
+        raise BadInput(f"--max-seconds must be a finite number >= 0, got {max_seconds!r}")
+    from ..archive.plan import check_model
+    check_model(recreation)
+    from ..repo import parse_size
+    limit = parse_size(memory_limit) if memory_limit is not None else None
+    from ..archive.repack import repack as run_repack
+    with _open(write=not dry_run) as repo:
+        if limit is not None:
+            repo.memory_limit = limit
+        res = run_repack(repo, algorithm, alpha, max_seconds, recreation, dry_run=dry_run, gc=not no_gc,
+                         recalibrate=recalibrate)
+    info = res.to_json()
+
+    def human(i):
+        typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, deepest chain "
+                   f"{i['depth']['before']} -> {i['depth']['after']} (max {i['max_depth']})")
+        sb, sa = i["storage"]["before"], i["storage"]["after"]
+        typer.echo(f"storage (estimated): {_mb(int(sb))} -> {_mb(int(sa))}; feasible: "
+                   f"{'yes' if i['feasible']['before'] else 'no'} -> {'yes' if i['feasible']['after'] else 'no'}")
+        t = i["tensors"]
+        typer.echo(f"tensors: {t['encode']} re-encoded, {t['depth']} with a new depth only, {t['unchanged']} unchanged")
+        for c in i["changes"][:20]:
+            typer.echo(f"  {c['vertex']}: {c['before']} -> {c['after']} (depth {c['depth_before']} -> {c['depth_after']})")
+        if len(i["changes"]) > 20:
+            typer.echo(f"  ... {len(i['changes']) - 20} more (--json lists all)")
+        if i["dry_run"]:
+            typer.echo(f"dry run: nothing was changed (physical {_mb(i['physical_before'])})")
+            return
+        typer.echo(f"wrote {i['chunks_written']} chunks ({i['chunks_reused']} reused) and {i['records_written']} "
+                   f"records, {_mb(i['bytes_written'])}; {i['verified']} tensors checked bit-exact before commit")
+        if i["gc"] is not None:
+            typer.echo(f"gc removed {i['gc']['chunks']} chunks and {i['gc']['tensors']} records ({_mb(i['gc']['bytes'])})")
+        typer.echo(f"physical {_mb(i['physical_before'])} -> {_mb(i['physical_after'])} in {i['seconds']:.1f} s")
     _emit(info, as_json, human)
 
 
