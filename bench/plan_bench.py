@@ -35,11 +35,6 @@ point), ``plan.md`` (the tables) and ``plan-<repository>.png`` (storage vs
 alpha, one line per algorithm; mst/spt as horizontal references; infeasible
 points marked x). Scratch repositories go to ``--work`` (default: a new
 temporary folder, removed at the end unless ``--keep``).
-
-The recursive Chu-Liu/Edmonds of `algorithms.mst` needs deep recursion on
-graphs of a thousand matrices and more (directed graphs: resized heads); the
-planners therefore run in a thread with a big stack and a raised recursion
-limit (`_deep`).
 """
 from __future__ import annotations
 
@@ -52,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,32 +72,6 @@ MB = 1e6
 
 
 # ------------------------------------------------------------------ helpers
-def _deep(fn, *args, **kwargs):
-    """fn(*args, **kwargs) in a thread with a 512 MiB stack and a high recursion
-    limit (the recursive Edmonds of `algorithms.mst` on big directed graphs)."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 -- re-raised in the caller
-            out["error"] = e
-
-    old_limit, old_stack = sys.getrecursionlimit(), threading.stack_size()
-    sys.setrecursionlimit(max(old_limit, 200_000))
-    threading.stack_size(512 << 20)
-    try:
-        t = threading.Thread(target=run)
-        t.start()
-        t.join()
-    finally:
-        threading.stack_size(old_stack)
-        sys.setrecursionlimit(old_limit)
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
-
-
 def _commit() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
@@ -169,7 +137,7 @@ def curves(path: Path, alphas) -> dict:
     g, depth = rg.graph, rg.max_depth
     none = {s: math.inf for s in g.snapshots}
     t = time.perf_counter()
-    floor = evaluate(g, _deep(make_plan, g, "mst", none, MODEL, max_depth=None), none, MODEL)
+    floor = evaluate(g, make_plan(g, "mst", none, MODEL, max_depth=None), none, MODEL)
     refs = {"mst_unbounded": {"storage": floor.storage, "seconds": time.perf_counter() - t,
                               "max_recreation": max(floor.recreation.values())}}
     cur = evaluate(g, rg.current, none, MODEL)
@@ -179,13 +147,13 @@ def curves(path: Path, alphas) -> dict:
     fixed = {}                       # mst and spt ignore the budgets: planned once
     for name in ("mst", "spt"):
         t = time.perf_counter()
-        fixed[name] = (_deep(make_plan, g, name, none, MODEL, max_depth=depth), time.perf_counter() - t)
+        fixed[name] = (make_plan(g, name, none, MODEL, max_depth=depth), time.perf_counter() - t)
     for alpha in alphas:
         budgets = budgets_for(g, MODEL, alpha)
         plans = {}
         for name in ALGORITHMS[:-1]:
             t = time.perf_counter()
-            p, sec = fixed[name] if name in fixed else (_deep(make_plan, g, name, budgets, MODEL, max_depth=depth), 0)
+            p, sec = fixed[name] if name in fixed else (make_plan(g, name, budgets, MODEL, max_depth=depth), 0)
             sec = sec or time.perf_counter() - t
             plans[name] = (p, sec)
             points.append(_point(alpha, name, evaluate(g, p, budgets, MODEL), sec))
@@ -243,7 +211,7 @@ def table5(path: Path, work: Path, alpha: float, repeat: int) -> dict:
         try:
             t = time.perf_counter()
             with Repository.open(dst, write=True) as repo:
-                res = _deep(repack, repo, algorithm=alg, alpha=alpha, model=MODEL)
+                res = repack(repo, algorithm=alg, alpha=alpha, model=MODEL)
             rsec = time.perf_counter() - t
             labels = sorted(res.recreation)
             times = time_retrievals(dst, labels, repeat)

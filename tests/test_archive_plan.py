@@ -444,3 +444,37 @@ def test_cli_plan_max_depth(tmp_path):
     for src in parent.values():
         assert src == "v0" or parent[src] == "v0"
     pas("plan", "--graph", str(f), "--max-depth", "-1", expect=4)
+
+
+def test_edmonds_contracts_without_recursion():
+    """600 two-cycles contract one after another: a recursive Chu-Liu/Edmonds
+    needs 600 nested calls; the iterative one none (graphs of thousands of
+    matrices overflowed Python's recursion limit)."""
+    import sys
+
+    from pas.archive.algorithms import _edmonds
+    pairs = 600
+    n = 1 + 2 * pairs
+    arcs = []
+    for p in range(pairs):
+        a, b = 1 + 2 * p, 2 + 2 * p
+        arcs += [(a, b, (1.0, 1.0)), (b, a, (1.0, 1.0)), (0, a, (10.0, 1.0)), (0, b, (11.0, 1.0))]
+        if p:
+            arcs.append((a - 2, a, (5.0, 1.0)))   # chains the pairs: each contraction leaves the next
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)
+    try:
+        chosen = _edmonds(n, 0, arcs)
+    finally:
+        sys.setrecursionlimit(old)
+    heads = sorted(arcs[i][1] for i in chosen)
+    assert heads == list(range(1, n))   # one arc into every vertex but the root
+    parent = {arcs[i][1]: arcs[i][0] for i in chosen}
+    for v in range(1, n):               # and every vertex reaches the root
+        seen = set()
+        while v != 0:
+            assert v not in seen
+            seen.add(v)
+            v = parent[v]
+    # optimum: root -> 1 (10), then 1 -> 2 inside each pair (1) and 2p-1 -> 2p+1 across (5)
+    assert sum(arcs[i][2][0] for i in chosen) == 10 + pairs * 1 + (pairs - 1) * 5

@@ -220,48 +220,57 @@ def _edmonds(n: int, root: int, arcs: list[tuple[int, int, tuple[float, float]]]
     """Chu-Liu/Edmonds minimum arborescence; returns indices into `arcs`.
 
     Weights are (storage, recreation) pairs compared lexicographically, which
-    stays a valid order under the reduced-cost subtraction of contraction."""
-    best_in: list[int | None] = [None] * n
-    for i, (u, v, w) in enumerate(arcs):
-        if u != v and v != root and (best_in[v] is None or w < arcs[best_in[v]][2]):
-            best_in[v] = i
-    mark = [-1] * n
-    cycle: list[int] = []
-    for start in range(n):
-        v = start
-        while v != root and mark[v] == -1:
-            mark[v] = start
-            v = arcs[best_in[v]][0]
-        if v != root and mark[v] == start:        # walked into this walk's own trail: a cycle
-            cycle = [v]
-            u = arcs[best_in[v]][0]
-            while u != v:
-                cycle.append(u)
-                u = arcs[best_in[u]][0]
+    stays a valid order under the reduced-cost subtraction of contraction.
+    Iterative: each contraction is kept on a stack and undone in reverse (a
+    graph of thousands of matrices contracts more times than Python recurses)."""
+    levels = []   # (arcs, best_in, cycle, origin) of each contraction, outermost first
+    while True:
+        best_in: list[int | None] = [None] * n
+        for i, (u, v, w) in enumerate(arcs):
+            if u != v and v != root and (best_in[v] is None or w < arcs[best_in[v]][2]):
+                best_in[v] = i
+        mark = [-1] * n
+        cycle: list[int] = []
+        for start in range(n):
+            v = start
+            while v != root and mark[v] == -1:
+                mark[v] = start
+                v = arcs[best_in[v]][0]
+            if v != root and mark[v] == start:        # walked into this walk's own trail: a cycle
+                cycle = [v]
+                u = arcs[best_in[v]][0]
+                while u != v:
+                    cycle.append(u)
+                    u = arcs[best_in[u]][0]
+                break
+        if not cycle:
+            result = [best_in[v] for v in range(n) if v != root]
             break
-    if not cycle:
-        return [best_in[v] for v in range(n) if v != root]
-    on_cycle = set(cycle)
-    new_id, k = {}, 0
-    for v in range(n):
-        if v not in on_cycle:
+        on_cycle = set(cycle)
+        new_id, k = {}, 0
+        for v in range(n):
+            if v not in on_cycle:
+                new_id[v] = k
+                k += 1
+        for v in cycle:
             new_id[v] = k
-            k += 1
-    for v in cycle:
-        new_id[v] = k
-    new_arcs, origin = [], []
-    for i, (u, v, w) in enumerate(arcs):
-        nu, nv = new_id[u], new_id[v]
-        if nu == nv:
-            continue
-        if v in on_cycle:
-            bw = arcs[best_in[v]][2]
-            w = (w[0] - bw[0], w[1] - bw[1])
-        new_arcs.append((nu, nv, w))
-        origin.append(i)
-    result = [origin[j] for j in _edmonds(k + 1, new_id[root], new_arcs)]
-    entered = next(arcs[i][1] for i in result if arcs[i][1] in on_cycle)
-    result += [best_in[v] for v in cycle if v != entered]
+        new_arcs, origin = [], []
+        for i, (u, v, w) in enumerate(arcs):
+            nu, nv = new_id[u], new_id[v]
+            if nu == nv:
+                continue
+            if v in on_cycle:
+                bw = arcs[best_in[v]][2]
+                w = (w[0] - bw[0], w[1] - bw[1])
+            new_arcs.append((nu, nv, w))
+            origin.append(i)
+        levels.append((arcs, best_in, cycle, origin))
+        n, root, arcs = k + 1, new_id[root], new_arcs
+    for arcs, best_in, cycle, origin in reversed(levels):
+        result = [origin[j] for j in result]
+        on_cycle = set(cycle)
+        entered = next(arcs[i][1] for i in result if arcs[i][1] in on_cycle)
+        result += [best_in[v] for v in cycle if v != entered]
     return result
 
 
