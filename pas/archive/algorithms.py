@@ -603,10 +603,7 @@ def pas_mt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
     check_model(model)
     max_depth = _check_depth(max_depth)
     t = _Tree(graph, mst(graph, max_depth=max_depth).parents, max_depth)
-    _repair(t, budgets, model, refine)
-    if refine:
-        _tighten(t, budgets, model)
-    return Plan("pas-mt", t.parent)
+    return _finish(t, "pas-mt", budgets, model, refine)
 
 
 def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True,
@@ -707,10 +704,16 @@ def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
                     for u in r for a in g.out_arcs[u] if a.dst not in r]
             heapq.heapify(heap)
     t = _Tree(g, cut_depth(g, parent, max_depth), max_depth)
+    return _finish(t, "pas-pt", budgets, model, refine)
+
+
+def _finish(t: "_Tree", name: str, budgets: Budgets, model: str, refine: bool) -> Plan:
+    """The last steps both PAS algorithms share: repair what is over budget,
+    then (refine) take back storage where budgets allow."""
     _repair(t, budgets, model, refine)
     if refine:
         _tighten(t, budgets, model)
-    return Plan("pas-pt", t.parent)
+    return Plan(name, t.parent)
 
 
 def best(graph: StorageGraph, budgets: Budgets, model: str = "independent", refine: bool = True,
