@@ -255,3 +255,15 @@ def test_empty_repository_is_refused(tmp_path):
     Repository.init(tmp_path / "empty").close()
     with Repository.open(tmp_path / "empty") as repo, pytest.raises(BadInput, match="no versions"):
         repo_graph.build(repo, costs=FIXED)
+
+
+def test_nnls_matches_scipy():
+    """The cost model's small non-negative least squares (numpy only) is exact."""
+    optimize = pytest.importorskip("scipy.optimize")
+    from pas.archive.repo_graph import _nnls
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        a = rng.random((20, 3))
+        b = a @ np.array([rng.random() - 0.3, rng.random(), rng.random() - 0.5]) + rng.normal(0, 0.01, 20)
+        want, _ = optimize.nnls(a, b)
+        assert np.allclose(_nnls(a, b), want, atol=1e-6)

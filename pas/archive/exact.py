@@ -94,8 +94,12 @@ def _milp(graph: StorageGraph, budgets, model: str, time_limit: float) -> dict[s
         raise ExactTooLarge(f"{n} matrices: the exact solver handles at most {MILP_MAX_MATRICES}; "
                             f"use best, pas-mt or pas-pt")
     import numpy as np
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix
+    try:
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import coo_matrix
+    except ImportError:
+        raise ExactTooLarge(f"{n} matrices are beyond exhaustive search, and the integer program "
+                            "needs scipy: pip install 'pas[plan]' (or use best, pas-mt or pas-pt)") from None
 
     arcs = graph.arcs
     na = len(arcs)

@@ -125,6 +125,26 @@ def stored_bytes(repo, addr: bytes, batch: int = 64) -> int:
     return total
 
 
+def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Non-negative least squares for a handful of columns: the best
+    unconstrained fit over every subset of columns whose coefficients are all
+    non-negative (exact; 2^k small fits). Keeps scipy out of `pas plan`:
+    Numba imports scipy whenever it is installed, which costs every archive
+    0.4 s of start-up, so pas does not depend on it."""
+    k = a.shape[1]
+    best, best_err = np.zeros(k), float(np.sum(b * b))
+    for mask in range(1, 1 << k):
+        cols = [j for j in range(k) if mask >> j & 1]
+        sol, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+        if np.all(sol >= 0):
+            coef = np.zeros(k)
+            coef[cols] = sol
+            err = float(np.sum((a @ coef - b) ** 2))
+            if err < best_err:
+                best, best_err = coef, err
+    return best
+
+
 def calibrate(repo, max_tensors: int = 16, repeats: int = 3, max_bytes: int = 128 << 20,
               max_candidates: int = 400) -> CostModel:
     """Fit the cost model by timing real decodes of some of the repository's tensors.
@@ -137,8 +157,6 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 3, max_bytes: int = 12
     levels is modelled as the sum over its levels; a, b, c are the
     non-negative least-squares fit on relative errors.
     """
-    from scipy.optimize import nnls
-
     reader = repo.reader
     addrs: dict[bytes, None] = {}
     for v in repo.versions():
@@ -195,7 +213,7 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 3, max_bytes: int = 12
     w = 1.0 / np.maximum(y, 1e-9)
     xs = x * w[:, None]
     scale = np.maximum(xs.max(axis=0), 1e-12)
-    coef, _ = nnls(xs / scale, y * w)
+    coef = _nnls(xs / scale, y * w)
     coef = coef / scale
     resid = float(np.sqrt(np.mean(((x @ coef - y) * w) ** 2)))
     return CostModel(float(coef[0]), float(coef[1]), float(coef[2]), host=host_id(),
