@@ -220,24 +220,28 @@ def settle_memory() -> str | None:
 
 #: glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: Allocations of at least this size get fresh pages from the OS in every run.
-PINNED_MMAP_THRESHOLD = 256 << 10
+#: glibc's own ceiling for its dynamic mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX
+#: on 64-bit): the steady state a long-running process reaches.
+PINNED_MMAP_THRESHOLD = 32 << 20
 
 
 def pin_allocator() -> str | None:
-    """Fix glibc's mmap threshold for this process. Left alone, glibc raises the
-    threshold (up to 32 MiB) each time it frees an mmap'd block, so whether a
-    10-30 MB buffer comes from reused heap (no page faults) or from fresh pages
-    depends on what the process freed before: a per-run state that made one
-    scheme's decompression 1.5x slower for a whole run (session 3's two runs).
-    With a fixed threshold every large buffer is fresh pages, in every run and
-    for every scheme. Returns None on success, else why not."""
+    """Fix glibc's mmap threshold for this process at the value its dynamic
+    rule converges to. Left alone, glibc raises the threshold (up to 32 MiB)
+    each time it frees an mmap'd block, so whether a 1-30 MB buffer comes from
+    reused heap or fresh pages depends on what the process freed before: a
+    per-run state that made one scheme's decompression 1.5x slower for a whole
+    run (session 3). Pinned at the ceiling, every run and every scheme gets the
+    steady state of a long-running process. (Pinned low instead, at 256 KiB,
+    every buffer costs fresh pages and page faults: pas's whole-version
+    retrieve took 2x longer, far from what a real process sees.)
+    Returns None on success, else why not."""
     try:
         import ctypes
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return "not glibc"
-    if not (mallopt(_M_MMAP_THRESHOLD, PINNED_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, 1 << 20)):
+    if not (mallopt(_M_MMAP_THRESHOLD, PINNED_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, 2 * PINNED_MMAP_THRESHOLD)):
         return "mallopt refused"
     return None
 
