@@ -297,7 +297,7 @@ class TensorReader:
         k = min(k, lay.dtype.itemsize)
         plan = self._top_plan(addr, lay, k, parallel)
         if plan is None:   # decoded whole
-            return planes.split(self._whole_words(addr, lay, parallel), lay.dtype, lay.layout)[:k], lay.layout
+            return planes.split(self.checked_words(addr, parallel), lay.dtype, lay.layout)[:k], lay.layout
         out = np.empty((k, lay.n), np.uint8)
         self._top_rows(plan, k, parallel, lambda a, b: [out[p, a:b] for p in range(k)], None)
         return out, lay.layout
@@ -325,7 +325,7 @@ class TensorReader:
         plan = self._top_plan(addr, lay, k, parallel)
         if plan is None:   # decoded whole (and checked whole): the midpoint in place
             hit = self.cached(addr)
-            words = self._whole_words(addr, lay, parallel)
+            words = self.checked_words(addr, parallel)
             if k == dt.itemsize:
                 return words.copy() if words is hit else words
             return planes.midpoint_words(words, dt, lay.layout, k,
@@ -388,14 +388,18 @@ class TensorReader:
             for b in batches:
                 check(b)
 
-    def _whole_words(self, addr: bytes, lay: _Layout, parallel: bool) -> np.ndarray:
-        """All words of a tensor decoded whole, checked against its digest (one
-        digest of the result is cheaper than hashing every chunk on its own)."""
+    def checked_words(self, addr: bytes, parallel: bool = True, what: str | None = None) -> np.ndarray:
+        """All words of a tensor decoded whole and checked against its content
+        address: one digest of the result covers every chunk and every delta
+        base, cheaper than hashing each chunk; only when it fails is the tensor
+        decoded again chunk by chunk, to name the damaged chunk. ``what`` names
+        the tensor in the error."""
+        lay = self.parse(addr)
         words = self.words(addr, parallel=parallel)
         if not records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
             self.clear_cache()
             self.words(addr, parallel=parallel, verify_chunks=True)   # names the damaged chunk
-            raise IntegrityError(f"tensor {addr.hex()[:16]} does not match its content address")
+            raise IntegrityError(f"{what or 'tensor ' + addr.hex()[:16]} does not match its content address")
         return words
 
     def _top_plan(self, addr: bytes, lay: _Layout, k: int, parallel: bool) -> list[_TopLevel] | None:
@@ -418,7 +422,7 @@ class TensorReader:
             if limit == 0:
                 break
             if base.base is not None and (base.op != "xor" or self._base_layout(base).layout != base.layout):
-                words = self._whole_words(base_addr, base, parallel)
+                words = self.checked_words(base_addr, parallel)
                 plan.append(_TopLevel(base, limit, planes.split(words[:limit], base.dtype, base.layout)[:k]))
                 break
             cur = base

@@ -518,14 +518,8 @@ class Repository:
         name the damaged chunk.
         """
         self._checked_layout(entry)
-        words = self.reader.words(entry.object, parallel=parallel)
-        dt = dtypes.get(entry.dtype)
-        data = words.view(dt.np_dtype).reshape(entry.shape)
-        if not records.tensor_matches(entry.object, entry.dtype, entry.shape, data):
-            self.reader.clear_cache()
-            self.reader.words(entry.object, parallel=parallel, verify_chunks=True)  # names the chunk
-            raise IntegrityError(f"tensor {entry.name!r} does not match its content address")
-        return data
+        words = self.reader.checked_words(entry.object, parallel=parallel, what=f"tensor {entry.name!r}")
+        return words.view(dtypes.get(entry.dtype).np_dtype).reshape(entry.shape)
 
     def read_rows(self, entry: TensorEntry, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor (along its first axis); reads only the chunks they lie in."""

@@ -128,10 +128,8 @@ class BaseIndex:
         hit = reader.cached(e.object)
         if hit is not None:
             return hit   # the words of a tensor archived in this process, or checked here before
-        words = reader.words(e.object, parallel=True)
-        if not records.tensor_matches(e.object, e.dtype, e.shape, words):
-            raise IntegrityError(f"delta base {e.name!r} ({e.object.hex()[:16]}) of version "
-                                 f"{self.version.hex[:12]} does not match its content address")
+        words = reader.checked_words(e.object, what=f"delta base {e.name!r} ({e.object.hex()[:16]}) of version "
+                                                    f"{self.version.hex[:12]}")
         reader.remember(e.object, words)
         return words
 

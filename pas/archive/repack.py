@@ -172,11 +172,10 @@ class _Repacker:
         hit = self.reader.cached(addr)
         if hit is not None:
             return hit
-        lay = self.reader.parse(addr)
-        words = self.reader.words(addr, parallel=True)
-        if not records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
-            raise IntegrityError(f"tensor {addr.hex()[:16]} does not match its content address; "
-                                 "run `pas verify` (nothing was changed)")
+        try:
+            words = self.reader.checked_words(addr)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc}; run `pas verify` (nothing was changed)") from None
         self.reader.remember(addr, words)
         return words
 
