@@ -127,7 +127,11 @@ class BaseIndex:
         reader = self.repo.reader
         hit = reader.cached(e.object)
         if hit is not None:
-            return hit   # the words of a tensor archived in this process, or checked here before
+            return hit   # the words of a tensor archived in this series, or checked here before
+        words = self.repo.recent_base(e)   # archived last through this Repository
+        if words is not None:
+            reader.remember(e.object, words)
+            return words
         words = reader.checked_words(e.object, what=f"delta base {e.name!r} ({e.object.hex()[:16]}) of version "
                                                     f"{self.version.hex[:12]}")
         reader.remember(e.object, words)

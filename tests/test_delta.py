@@ -656,6 +656,57 @@ def test_archive_series_of_checkpoint_files(tmp_path):
         assert repo.verify().ok
 
 
+# ------------------------------------------------ bases kept between archives
+def test_next_archive_deltas_against_kept_copies_without_decoding(tmp_path, monkeypatch):
+    """The version archived last through a Repository stays in memory (copies) as
+    the next one's delta bases: nothing is decoded back from the store, and
+    changing the caller's arrays in place afterwards (a training loop does) does
+    not change what the next version is stored against."""
+    parent = model(40, scale=0.6)
+    with Repository.init(tmp_path / "repo") as repo:
+        r0 = repo.archive_snapshot(parent, "run")
+        kept = set(repo.recent_bases)
+        big = {e.object for e in repo.version(r0.version_id).tensors if e.nbytes >= writer.PARALLEL_MIN_BYTES}
+        assert kept == big, "every tensor but the small ones (decoded in microseconds) is kept"
+        expected = Snapshot(metadata=parent.metadata)
+        for n, t in parent.tensors.items():
+            expected.add(Tensor.from_array(n, t.data.copy(), dtype=t.dtype))
+        for t in parent.tensors.values():   # the caller reuses its buffers
+            if t.data.flags.writeable:
+                t.data.view(np.uint8)[:] ^= 0x5A
+        decoded = []
+        real = repo.reader.checked_words
+        monkeypatch.setattr(repo.reader, "checked_words",
+                            lambda addr, *a, **k: decoded.append(addr) or real(addr, *a, **k))
+        child = tune(expected, 41)
+        r1 = repo.archive_snapshot(child, "run")
+        assert r1.encodings.get("xor", 0) + r1.encodings.get("sub", 0) >= 2, r1.encodings
+        assert not kept & set(decoded)
+        check_delta_invariants(repo)
+    with Repository.open(tmp_path / "repo") as repo:
+        assert_same_snapshot(repo.retrieve(r0.version_id), expected)
+        assert_same_snapshot(repo.retrieve(r1.version_id), child)
+        assert repo.verify().ok
+
+
+def test_a_damaged_kept_copy_is_not_used_as_a_base(tmp_path):
+    """A kept copy is checked against its content address before a delta is taken
+    against it; one that no longer matches is decoded from the store instead."""
+    parent = model(42, scale=0.6)
+    with Repository.init(tmp_path / "repo") as repo:
+        repo.archive_snapshot(parent, "run")
+        for words in repo.recent_bases.values():
+            words[len(words) // 2] ^= 1
+        child = tune(parent, 43)
+        r1 = repo.archive_snapshot(child, "run")
+        assert r1.encodings.get("xor", 0) + r1.encodings.get("sub", 0) >= 2, r1.encodings
+        assert_same_snapshot(repo.retrieve(r1.version_id), child)
+        assert_same_snapshot(repo.retrieve(r1.parent), parent)
+        assert repo.verify().ok
+        repo.forget_bases()
+        assert repo.recent_bases == {}
+
+
 # ----------------------------------------------------------------------- gc
 class _Crash(Exception):
     pass
