@@ -14,7 +14,9 @@ into ONE store per scheme (datasets in order, parents before children), that
 pass repeated ``--repeat`` times into fresh stores (the last store is kept);
 then every version is retrieved whole ``--repeat`` times and one tensor (the one
 closest to 5% of the version's bytes) ``max(5, --repeat)`` times (``--quick``:
-``--repeat`` times); timings are
+``--repeat`` times), and a version that retrieves in milliseconds more often,
+until the fastest scheme has been timed for 0.25 s in all (0.1 s with
+``--quick``; at most 5x; ``bench.measure.adaptive_rounds``); timings are
 medians. The schemes are interleaved (``bench.measure``): each version is
 archived by every scheme in turn, and each retrieve repeat is taken by every
 scheme in turn, so ratios between schemes compare measurements taken side by
@@ -43,7 +45,7 @@ from pathlib import Path
 
 from . import datasets as D
 from . import memory
-from .measure import ONE_TENSOR_SHARE, plan_versions, run_matrix
+from .measure import MAX_REPEAT_FACTOR, MIN_TIMED_SECONDS, ONE_TENSOR_SHARE, plan_versions, run_matrix
 from .report import MB, summarize, to_markdown
 from .schemes import DEFAULT_SCHEMES, SCHEMES
 
@@ -229,6 +231,8 @@ def main(argv=None) -> int:
     archive_repeat = args.archive_repeat or args.repeat
     # one tensor is a short call: more repeats for a stable median, except in the 2-minute --quick run
     one_repeat = args.repeat if args.quick else max(5, args.repeat)
+    # fast versions get more rounds (bench.measure.adaptive_rounds); less in the 2-minute --quick run
+    min_seconds = MIN_TIMED_SECONDS / 2.5 if args.quick else MIN_TIMED_SECONDS
 
     with Reporter(args.quiet) as rep:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -265,7 +269,8 @@ def main(argv=None) -> int:
             else:
                 classes.append(cls)
         try:
-            raw = run_matrix(classes, datasets, meta, work, args.repeat, archive_repeat, one_repeat, rep)
+            raw = run_matrix(classes, datasets, meta, work, args.repeat, archive_repeat, one_repeat, rep,
+                             min_seconds)
             if not args.no_memory:
                 measure_memory(raw, datasets, work, rep)
         finally:
@@ -282,6 +287,9 @@ def main(argv=None) -> int:
             "started": started, "elapsed_s": round(time.time() - t_start, 1), "machine": machine,
             "config": {"quick": args.quick, "repeat": args.repeat, "archive_repeat": archive_repeat,
                        "one_tensor_repeat": one_repeat, "one_tensor_target_share": ONE_TENSOR_SHARE,
+                       "adaptive_repeat": {"min_timed_seconds": min_seconds, "max_factor": MAX_REPEAT_FACTOR,
+                                           "rule": "a fast version gets more retrieve rounds, until the fastest "
+                                                   "scheme's median x rounds >= min_timed_seconds"},
                        "schemes": list(raw), "data": [str(d) for d in args.data] if args.data else None,
                        "mb": MB, "ratio": "physical_bytes / logical_bytes (logical = source file sizes)",
                        "page_cache": "warm (sources and stores were just written/read); cold: see each scheme's cold",

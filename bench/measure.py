@@ -22,6 +22,7 @@ and cold timings).
 from __future__ import annotations
 
 import gc
+import math
 import os
 import shutil
 import statistics
@@ -38,6 +39,13 @@ from .memory import drop_page_cache
 from .schemes import Scheme, dir_bytes
 
 ONE_TENSOR_SHARE = 0.05
+#: A version retrieved in a few milliseconds is retrieved more than ``repeat``
+#: times: until the fastest scheme has been timed for at least this long in
+#: all (like timeit's autorange), at most ``MAX_REPEAT_FACTOR`` x ``repeat``
+#: times. With three repeats, one slow call of a 5 ms retrieval moved a small
+#: dataset's ratios by 15-25% between runs (bench/reports/2026-11-27-session4).
+MIN_TIMED_SECONDS = 0.25
+MAX_REPEAT_FACTOR = 5
 
 
 def timed(fn, *args, **kwargs):
@@ -223,10 +231,24 @@ def archive_passes(cs: list[Contender], order, passes: int, rep) -> None:
             _guard(c, "close", c.finish_pass)
 
 
-def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_repeat: int, rep) -> None:
+def adaptive_rounds(times: dict[str, list[float]], done: int, most: int,
+                    min_seconds: float = MIN_TIMED_SECONDS) -> int:
+    """How many rounds a version's timings need in all: enough that the fastest
+    scheme's median times the rounds reaches ``min_seconds``, at least ``done``,
+    at most ``most``."""
+    meds = [statistics.median(ts) for ts in times.values() if ts]
+    if not meds or min(meds) <= 0:
+        return done
+    return max(done, min(most, math.ceil(min_seconds / min(meds))))
+
+
+def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_repeat: int, rep,
+                      min_seconds: float = MIN_TIMED_SECONDS) -> None:
     """Per version: ``repeat`` whole retrieves and ``one_repeat`` one-tensor
-    retrieves, each repeat taken by every scheme in turn; every result checked
-    as bytes against the source (outside the timings)."""
+    retrieves, each repeat taken by every scheme in turn, then more rounds of
+    both for a fast version (`adaptive_rounds`, up to MAX_REPEAT_FACTOR times;
+    ``min_seconds`` 0 turns this off); every result checked as bytes against
+    the source (outside the timings)."""
     for c in cs:
         _guard(c, "reopen", c.reopen)
     step = 0
@@ -251,9 +273,9 @@ def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_r
             src = tensorio.load(v.path) if live else None
             broken: set[str] = set()
 
-            def run(method, extra, sink, check, n):
+            def run(method, extra, sink, check, n, first=0):
                 nonlocal step
-                for i in range(n):
+                for i in range(first, n):
                     for c in rotated(live, step):
                         if c.name in broken:
                             continue
@@ -270,11 +292,18 @@ def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_r
                     step += 1
 
             run("retrieve", (), full, lambda got: verify_all(src, got), repeat)
+            if min_seconds > 0:
+                run("retrieve", (), full, None, adaptive_rounds(full, repeat, MAX_REPEAT_FACTOR * repeat,
+                                                                 min_seconds), first=repeat)
             one_name = m["one_tensor"]["name"]
             if one_name is not None:
-                run("retrieve_one", (one_name,), ones,
-                    lambda got: [f"one tensor {one_name}: {e}"]
-                    if (e := tensorio.same_bytes(src[one_name], got)) else [], one_repeat)
+                check_one = (lambda got: [f"one tensor {one_name}: {e}"]
+                             if (e := tensorio.same_bytes(src[one_name], got)) else [])
+                run("retrieve_one", (one_name,), ones, check_one, one_repeat)
+                if min_seconds > 0:
+                    run("retrieve_one", (one_name,), ones, None,
+                        adaptive_rounds(ones, one_repeat, MAX_REPEAT_FACTOR * one_repeat, min_seconds),
+                        first=one_repeat)
             src = None
             for c in live:
                 if c.name in broken:
@@ -392,13 +421,15 @@ def finish(c: Contender) -> dict:
 
 
 def run_matrix(classes: list[type[Scheme]], datasets: list[D.Dataset], meta: dict, work: Path, repeat: int,
-               archive_repeat: int, one_repeat: int, rep) -> dict[str, dict]:
-    """Every scheme x every version, interleaved; per scheme name its results."""
+               archive_repeat: int, one_repeat: int, rep,
+               min_seconds: float = MIN_TIMED_SECONDS) -> dict[str, dict]:
+    """Every scheme x every version, interleaved; per scheme name its results
+    (``min_seconds``: see `retrieve_versions`)."""
     order = [(ds, v) for ds in datasets for v in ds.versions]
     cs = [Contender(cls, work, rep) for cls in classes]
     try:
         archive_passes(cs, order, archive_repeat, rep)
-        retrieve_versions(cs, order, meta, repeat, one_repeat, rep)
+        retrieve_versions(cs, order, meta, repeat, one_repeat, rep, min_seconds)
         with rep.task(f"top K planes x{repeat}", 1):
             retrieve_top_planes(cs, datasets, repeat, rep)
         with rep.task("cold retrieve", 1):

@@ -10,7 +10,7 @@ import numpy as np
 
 from bench import compare, memory, tensorio
 from bench.datasets import Dataset, Version
-from bench.measure import plan_versions, rotated, run_matrix
+from bench.measure import MAX_REPEAT_FACTOR, adaptive_rounds, plan_versions, rotated, run_matrix
 from bench.schemes import Scheme
 
 CALLS: list[tuple[str, str, str]] = []
@@ -82,7 +82,7 @@ def test_schemes_interleave_version_by_version(tmp_path):
     ds = _dataset(tmp_path / "data")
     meta = plan_versions([ds])
     res = run_matrix([_fake("a"), _fake("b")], [ds], meta, tmp_path / "work", repeat=2, archive_repeat=2,
-                     one_repeat=2, rep=_Quiet())
+                     one_repeat=2, rep=_Quiet(), min_seconds=0)
     archives = [(s, n) for s, what, n in CALLS if what == "archive"]
     # every version archived by both schemes before the next version, the order rotated per step
     assert archives[:6] == [("a", "tiny/v0"), ("b", "tiny/v0"), ("b", "tiny/v1"), ("a", "tiny/v1"),
@@ -97,6 +97,23 @@ def test_schemes_interleave_version_by_version(tmp_path):
         for key in meta:
             v = r["versions"][key]
             assert v["verified"] and len(v["retrieve_s_all"]) == 2 and len(v["archive_s_all"]) == 2
+
+
+def test_fast_versions_get_more_rounds_up_to_a_cap(tmp_path):
+    """A version retrieved in microseconds is retrieved until the fastest scheme
+    has been timed for min_seconds in all, at most MAX_REPEAT_FACTOR x repeat;
+    the added rounds stay interleaved (every scheme as many)."""
+    ds = _dataset(tmp_path / "data", n=2)
+    res = run_matrix([_fake("a"), _fake("b")], [ds], plan_versions([ds]), tmp_path / "work", repeat=2,
+                     archive_repeat=1, one_repeat=3, rep=_Quiet(), min_seconds=10.0)
+    for name in "ab":
+        for v in res[name]["versions"].values():
+            assert len(v["retrieve_s_all"]) == MAX_REPEAT_FACTOR * 2
+            assert len(v["one_tensor_s_all"]) == MAX_REPEAT_FACTOR * 3
+    assert adaptive_rounds({"a": [0.01, 0.02], "b": [0.5]}, 3, 15, min_seconds=0.25) == 15   # 0.25 / 0.015
+    assert adaptive_rounds({"a": [0.1], "b": [0.5]}, 3, 15, min_seconds=0.25) == 3           # slow enough
+    assert adaptive_rounds({"a": [0.05], "b": [0.5]}, 3, 15, min_seconds=0.25) == 5
+    assert adaptive_rounds({"a": []}, 3, 15) == 3
 
 
 def test_a_wrong_bit_fails_that_scheme_only(tmp_path):
