@@ -18,6 +18,7 @@ tensors take a numpy path that needs no Numba import.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -28,15 +29,23 @@ from .dtypes import DType
 
 LAYOUTS = ("planes", "planes-exp")
 
-# Below this many elements numpy does the work: importing Numba (~0.5 s)
-# costs more than it saves, and a CLI call on a small model must stay fast.
-# Once the kernels are loaded they serve every tensor; and once numpy has done
-# NUMBA_AFTER_ELEMENTS of small-tensor work in this process (many versions of
-# a small model: numpy is ~10x slower here), loading them has paid for itself.
+# Below this many elements numpy does the work: importing Numba and loading
+# its kernels costs ~0.7-1 s per process, while numpy runs these passes at
+# ~450 MB/s against Numba's ~3 GB/s. So a tensor of NUMBA_MIN_ELEMENTS or more
+# uses Numba, unless the whole call (an archive or a retrieve, which says so
+# through `workload`) is smaller than NUMBA_WORTH_ELEMENTS: loading pays off
+# only past a few hundred MB (measured on a 90 MB MiniLM, one process per
+# call: `pas archive` 1.1-1.4 s on numpy, 1.8-2.7 s with Numba; `pas retrieve`
+# 1.0-1.2 vs 1.8-2.0 s). A process that keeps working (a training loop, the
+# benchmark, many versions of a small model) loads the kernels once the work
+# numpy did adds up to NUMBA_WORTH_ELEMENTS, each call counted
+# NUMBA_CALL_ELEMENTS more (numpy's per-call overhead on small tensors).
 NUMBA_MIN_ELEMENTS = 1 << 18
 NUMBA_LOADED_MIN_ELEMENTS = 0
-NUMBA_AFTER_ELEMENTS = 1 << 22
-_numpy_elements = 0
+NUMBA_WORTH_ELEMENTS = 1 << 26
+NUMBA_CALL_ELEMENTS = 1 << 12
+_numpy_work = 0
+_workload: int | None = None
 
 
 def _kernels(k: int):
@@ -45,13 +54,27 @@ def _kernels(k: int):
 
 
 def _use_numba(n: int) -> bool:
-    global _numpy_elements
-    if n >= NUMBA_MIN_ELEMENTS:
-        return True
+    global _numpy_work
     if "pas._plane_kernels" in sys.modules:
         return n >= NUMBA_LOADED_MIN_ELEMENTS
-    _numpy_elements += n
-    return _numpy_elements >= NUMBA_AFTER_ELEMENTS
+    big = n >= NUMBA_MIN_ELEMENTS
+    if big and (_workload is None or _workload >= NUMBA_WORTH_ELEMENTS):
+        return True
+    _numpy_work += n + NUMBA_CALL_ELEMENTS
+    return _numpy_work >= NUMBA_WORTH_ELEMENTS
+
+
+@contextlib.contextmanager
+def workload(elements: int):
+    """Declare that the calls inside will split or merge about ``elements``
+    elements in all (an archive or a retrieve): below NUMBA_WORTH_ELEMENTS,
+    and unless Numba is already loaded, numpy does the work (see above)."""
+    global _workload
+    before, _workload = _workload, int(elements)
+    try:
+        yield
+    finally:
+        _workload = before
 
 
 def _params(dtype: DType, layout: str) -> tuple[int, int, int]:

@@ -159,7 +159,7 @@ class _Path:
         self.mp = pytest.MonkeyPatch()
         self.mp.setattr(planes, "NUMBA_MIN_ELEMENTS", 0 if self.numba else 1 << 60)
         self.mp.setattr(planes, "NUMBA_LOADED_MIN_ELEMENTS", 0 if self.numba else 1 << 60)
-        self.mp.setattr(planes, "NUMBA_AFTER_ELEMENTS", 0 if self.numba else 1 << 60)
+        self.mp.setattr(planes, "NUMBA_WORTH_ELEMENTS", 0 if self.numba else 1 << 60)
         return self
 
     def __exit__(self, *exc):
