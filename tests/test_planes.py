@@ -176,3 +176,40 @@ def test_unknown_layout_refused():
         planes.split(np.zeros(4, "<u4"), dt, "columns")
     with pytest.raises(ValueError):
         planes.merge(np.zeros((4, 4), np.uint8), dt, "columns")
+
+
+def test_numba_loads_only_when_the_work_pays_for_it():
+    """A call declaring a small workload keeps big tensors on numpy (loading Numba
+    costs ~1 s per process); a big workload, or enough numpy work done in the
+    process, loads the kernels. In a fresh process: the module state is global."""
+    import subprocess
+    import sys
+    code = """
+import sys, numpy as np
+from pas import planes
+from pas.dtypes import DTYPES
+dt = DTYPES["F32"]
+w = np.arange(planes.NUMBA_MIN_ELEMENTS * 2, dtype=np.uint32)
+with planes.workload(w.size):
+    p = planes.split(w, dt, "planes-exp")
+    assert planes.merge(p, dt, "planes-exp").tobytes() == w.tobytes()
+assert "pas._plane_kernels" not in sys.modules, "a small call loaded Numba"
+planes.NUMBA_WORTH_ELEMENTS = 6 * w.size          # as if the process kept working
+with planes.workload(w.size):
+    for _ in range(5):
+        planes.split(w, dt, "planes-exp")
+assert "pas._plane_kernels" in sys.modules, "numpy work adding up did not load Numba"
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    big = """
+import sys, numpy as np
+from pas import planes
+from pas.dtypes import DTYPES
+w = np.arange(planes.NUMBA_MIN_ELEMENTS, dtype=np.uint32)
+with planes.workload(planes.NUMBA_WORTH_ELEMENTS):
+    planes.split(w, DTYPES["F32"], "planes")
+assert "pas._plane_kernels" in sys.modules
+"""
+    r = subprocess.run([sys.executable, "-c", big], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
