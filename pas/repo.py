@@ -767,6 +767,7 @@ class Repository:
         if force and dead:
             for i in range(0, len(dead), 10_000):
                 self.store.write(deletes=dead[i:i + 10_000], sync=True)
+            self.store.compact()   # the space comes back now, not at some later compaction
         return rep
 
     # -------------------------------------------------------------------- stats

@@ -203,6 +203,19 @@ class StoreConformance:
         assert list(store.list_prefix(b"c\xff")) == [b"c\xff", b"c\xff\x00", b"c\xff\xff\xff"]
         assert b"cab" not in list(store.list_prefix(b"c"))
 
+    def test_compact_keeps_what_is_live(self, store):
+        """`compact` (giving back deleted values' space) changes nothing visible."""
+        vals = {b"k%d" % i: os.urandom(64 << 10) for i in range(8)}
+        store.put_many(vals.items())
+        store.flush()
+        store.write(deletes=[b"k1", b"k3", b"k5"], sync=True)
+        store.compact()
+        live = {k: v for k, v in vals.items() if k not in (b"k1", b"k3", b"k5")}
+        assert dict(store.items_prefix(b"k")) == live
+        assert store.get_many(list(vals)) == [vals[k] if k in live else None for k in vals]
+        store.write([(b"k9", b"after")])
+        assert store.get(b"k9") == b"after"
+
     # ------------------------------------------------------------ keys/values
     def test_binary_keys_and_values(self, store):
         pairs = [(bytes([0]) * 3, bytes(range(256))), (b"\x00k\x00", b"\x00"),

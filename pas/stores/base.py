@@ -50,6 +50,10 @@ class Store(ABC):
     def flush(self) -> None:
         """Make every earlier write durable."""
 
+    def compact(self) -> None:
+        """Give back now the space of deleted objects, for stores that reclaim
+        it lazily (RocksDB's blob files); a no-op where deletes free it at once."""
+
     def delete(self, key: bytes) -> None:
         self.write(deletes=[key])
 

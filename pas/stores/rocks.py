@@ -185,6 +185,33 @@ class RocksStore(Store):
             raise _classify(exc, self.path) from exc
         crash_point("store.flush.done")
 
+    def compact(self) -> None:
+        # Deleted chunks live on in blob files until a compaction relocates the
+        # live blobs of those files; RocksDB does that lazily, for the oldest
+        # quarter of them. For this one compaction every blob file holding
+        # garbage is rewritten (measured: 100 MiB of chunks, 90 deleted: 101 MB
+        # on disk; plain compaction 21 MB; this 11 MB, 0.2 s). The options go
+        # back after it; a crash in between leaves only an unused OPTIONS file
+        # (pas sets every option itself on open).
+        from rocksdict import BottommostLevelCompaction, CompactOptions
+        if self.read_only:
+            return
+        co = CompactOptions()
+        co.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        try:
+            crash_point("store.compact")
+            self._db.set_options({"blob_garbage_collection_age_cutoff": "1.0",
+                                  "blob_garbage_collection_force_threshold": "0.0"})
+            try:
+                self._db.compact_range(None, None, co)
+            finally:
+                self._db.set_options({"blob_garbage_collection_age_cutoff": "0.25",
+                                      "blob_garbage_collection_force_threshold": "1.0"})
+                _record_options_file(self.path)
+        except Exception as exc:  # noqa: BLE001
+            raise _classify(exc, self.path) from exc
+        crash_point("store.compact.done")
+
     def list_prefix(self, prefix: bytes) -> Iterator[bytes]:
         try:
             for key in self._db.keys(from_key=prefix):
