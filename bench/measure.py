@@ -320,9 +320,17 @@ def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_r
             adv()
 
 
-def retrieve_top_planes(cs: list[Contender], datasets, repeat: int, rep, ks=(1, 2)) -> None:
+#: The K-plane reads timed: (results key, scheme method, check method, K).
+#: "K" rebuilds values from the top K planes (lossy); "Kp" reads the top K
+#: planes' bytes themselves (what progressive evaluation starts from).
+TOP_READS = (("1", "retrieve_top", "check_top", 1), ("2", "retrieve_top", "check_top", 2),
+             ("1p", "retrieve_planes", "check_planes", 1))
+
+
+def retrieve_top_planes(cs: list[Contender], datasets, repeat: int, rep, reads=TOP_READS) -> None:
     """Per dataset, the newest version rebuilt from its top K byte planes only
-    (lossy), by the schemes that can, interleaved like the full retrieves."""
+    (lossy), and its top planes read as they are, by the schemes that can,
+    interleaved like the full retrieves."""
     able = [c for c in cs if c.alive and hasattr(c.scheme, "retrieve_top")]
     step = 0
     for ds in datasets:
@@ -333,33 +341,35 @@ def retrieve_top_planes(cs: list[Contender], datasets, repeat: int, rep, ks=(1, 
             continue
         src = tensorio.load(v.path)
         per = {c.name: {} for c in live}
-        for k in ks:
-            ts = {c.name: [] for c in live}
-            errs: dict[str, list[str]] = {c.name: [] for c in live}
+        for label, method, check, k in reads:
+            doing = [c for c in live if hasattr(c.scheme, method)]
+            ts = {c.name: [] for c in doing}
+            errs: dict[str, list[str]] = {c.name: [] for c in doing}
             failed: dict[str, str] = {}
             for i in range(repeat):
-                for c in rotated(live, step):
+                for c in rotated(doing, step):
                     if c.name in failed:
                         continue
                     try:
-                        got, dt = timed(c.scheme.retrieve_top, c.ids[key], k)
+                        got, dt = timed(getattr(c.scheme, method), c.ids[key], k)
                     except Exception as e:
                         failed[c.name] = f"{type(e).__name__}: {e}"
-                        rep.log(f"{c.name} {ds.name}/{v.id} top_bytes={k} FAILED: {failed[c.name][:200]}")
+                        rep.log(f"{c.name} {ds.name}/{v.id} {method} k={k} FAILED: {failed[c.name][:200]}")
                         continue
                     ts[c.name].append(dt)
                     if i == 0:
-                        errs[c.name] = (c.scheme.check_top(c.ids[key], k, src, got)
-                                        if hasattr(c.scheme, "check_top") else top_planes_errors(src, got, k))
+                        errs[c.name] = (getattr(c.scheme, check)(c.ids[key], k, src, got)
+                                        if hasattr(c.scheme, check) else top_planes_errors(src, got, k))
                         if errs[c.name]:
-                            rep.log(f"{c.name} {ds.name}/{v.id} top_bytes={k}: top planes differ: "
+                            rep.log(f"{c.name} {ds.name}/{v.id} {method} k={k}: top planes differ: "
                                     f"{errs[c.name][0]}")
                     got = None  # noqa: F841
                 step += 1
-            for c in live:
-                per[c.name][k] = ({"error": failed[c.name]} if c.name in failed else
-                                  {"seconds": median(ts[c.name]), "seconds_all": [round(t, 4) for t in ts[c.name]],
-                                   "top_planes_exact": not errs[c.name], "errors": errs[c.name][:5]})
+            for c in doing:
+                per[c.name][label] = ({"error": failed[c.name]} if c.name in failed else
+                                      {"seconds": median(ts[c.name]),
+                                       "seconds_all": [round(t, 4) for t in ts[c.name]],
+                                       "top_planes_exact": not errs[c.name], "errors": errs[c.name][:5]})
         for c in live:
             c.res.setdefault("top_bytes", {})[ds.name] = {"version": v.id, "k": per[c.name]}
 

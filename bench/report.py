@@ -372,11 +372,14 @@ def to_markdown(report: dict) -> str:
     L.append("Whole-version retrieve (median of the repeats): the newest version (last in the manifest), a "
              "mid-chain version (the middle of the manifest order) and all versions (sum); depth = versions "
              "from the root to it (root = 1). K planes: the newest version rebuilt from its top K byte planes "
-             "only (lossy; top K bytes checked against the source), time and time / full retrieve.")
+             "only (lossy; checked to lie in each value's exact top-K interval), time and time / full retrieve; "
+             "top plane: the newest version's top byte plane itself, decoded (for pas's default planes-exp "
+             "layout the exponent byte, whose K=1 value rebuild is 0 as the sign is in plane 1), checked "
+             "byte for byte against the source's split.")
     L.append("")
     L.append("| dataset | scheme | newest (depth) | newest s | mid (depth) | mid s | all versions s | all MB/s "
-             "| K=1 s (/full) | K=2 s (/full) |")
-    L.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|")
+             "| K=1 s (/full) | K=2 s (/full) | top plane s (/full) |")
+    L.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for d in report["datasets"]:
         for s, x in d["schemes"].items():
             t = x.get("timings")
@@ -395,7 +398,7 @@ def to_markdown(report: dict) -> str:
             L.append(f"| {d['name']} | {s} | {t['newest']['id']} ({t['newest']['depth']}) "
                      f"| {t['newest']['seconds']:.3f} | {t['mid']['id']} ({t['mid']['depth']}) "
                      f"| {t['mid']['seconds']:.3f} | {t['all']['seconds']:.3f} | {_f(t['all']['mb_s'], '{:.0f}')} "
-                     f"| {kcell(1)} | {kcell(2)} |")
+                     f"| {kcell(1)} | {kcell(2)} | {kcell('1p')} |")
     L.append("")
     L.append("## Per version")
     L.append("")

@@ -498,6 +498,42 @@ class Pas(Scheme):
         snap = self.repo.retrieve(id, top_bytes=k)
         return {n: t.data for n, t in snap.tensors.items()}
 
+    def retrieve_planes(self, id, k: int):
+        """The top ``k`` byte planes themselves, decoded (not rebuilt into values),
+        of every tensor wider than ``k`` bytes; narrower ones whole. Big tensors
+        on the pool, as `Repository.retrieve` reads them."""
+        from pas import dtypes
+        from pas.writer import PARALLEL_MIN_BYTES
+        entries = self.repo.version(id).tensors
+
+        def one(e):
+            if dtypes.get(e.dtype).itemsize > k:
+                return self.repo.read_planes(e, k, parallel=False)[0]
+            return self.repo.read_entry(e, parallel=False)
+
+        futures = {e.name: self.repo.pool.submit(one, e) for e in entries if e.nbytes >= PARALLEL_MIN_BYTES}
+        out = {e.name: one(e) for e in entries if e.nbytes < PARALLEL_MIN_BYTES}
+        out.update({n: f.result() for n, f in futures.items()})
+        self.repo.reader.clear_cache()
+        return out
+
+    def check_planes(self, id, k: int, src: dict, got: dict) -> list[str]:
+        """Every tensor's top k planes are the source's split in the tensor's layout."""
+        from pas import dtypes, planes
+        errs = []
+        for e in self.repo.version(id).tensors:
+            dt = dtypes.get(e.dtype)
+            words = np.ascontiguousarray(src[e.name]).reshape(-1).view(dt.bits_dtype)
+            if dt.itemsize <= k:
+                want = words
+            else:
+                layout = self.repo.reader.parse(e.object).layout
+                want = planes.split(words, dt, layout)[:k]
+            if np.ascontiguousarray(got[e.name]).tobytes() != want.tobytes():
+                errs.append(f"{e.name}: top {k} planes differ from the source's")
+        self.repo.reader.clear_cache()
+        return errs
+
     def check_top(self, id, k: int, src: dict, got: dict) -> list[str]:
         """pas's top planes follow each tensor's layout (with planes-exp, plane 0 is
         the exponent and the sign comes with plane 1), so "top k bytes equal" is not

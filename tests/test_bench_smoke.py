@@ -134,9 +134,10 @@ def test_pas_in_harness(tmp_path):
     report = _run(tmp_path, _corpus(tmp_path / "corpus", with_pas=True), "pas")
     _check(report, {"pas"})
     tb = report["datasets"][0]["schemes"]["pas"]["timings"]["top_bytes"]
-    assert set(tb) == {"1", "2"}
+    assert set(tb) == {"1", "2", "1p"}    # values from 1 and 2 planes; the top plane's bytes
     for k, x in tb.items():
         assert x.get("seconds") is not None and x["ratio_to_full"] > 0, (k, x)
+        assert x["top_planes_exact"], (k, x)
     # the entropy floor of what pas stored: per version, summed per dataset and in total
     [ds] = report["datasets"]
     floors = [v["entropy_floor"] for v in ds["schemes"]["pas"]["versions"]]
