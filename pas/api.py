@@ -84,10 +84,10 @@ class VersionHandle:
             data = read(entry)
         finally:
             self._repo.reader.clear_cache()
-        return _convert(data, entry.dtype, self.framework) if convert else data
+        return _convert(data, entry.out_dtype, self.framework) if convert else data
 
     def get_tensor(self, name: str):
-        return self._read(name, self._repo.read_entry)
+        return self._read(name, self._repo.read_tensor)   # a lossy tensor decoded to its original dtype
 
     def get_rows(self, name: str, start: int, stop: int):
         """Rows [start, stop) of a tensor; reads only the chunks they lie in."""
@@ -102,7 +102,7 @@ class VersionHandle:
         return self._read(name, lambda e: self._repo.read_interval(e, k), convert=False)
 
     def dtype(self, name: str) -> str:
-        return self._entries[name].dtype
+        return self._entries[name].out_dtype
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self._entries[name].shape

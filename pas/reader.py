@@ -341,6 +341,44 @@ class TensorReader:
         self._top_rows(plan, k, parallel, None, merge)
         return out
 
+    def _top_levels(self, lay: _Layout, k: int):
+        """The levels a read of the top ``k`` planes of ``lay`` depends on, as
+        (level, planes needed, elements that count): down an XOR chain of one
+        layout the top k planes of every level; from a level that must be
+        decoded whole (a difference delta, an XOR over another layout) on,
+        all its planes and its bases'."""
+        cur, limit, need = lay, lay.n, k
+        while True:
+            if cur.base is not None and need < cur.dtype.itemsize and (
+                    cur.op != "xor" or self._base_layout(cur).layout != cur.layout):
+                need = cur.dtype.itemsize
+            yield cur, need, limit
+            if cur.base is None:
+                break
+            cur = self._base_layout(cur)
+            limit = min(limit, cur.n)
+            if limit == 0:
+                break
+
+    def top_stored_bytes(self, addr: bytes, k: int) -> int:
+        """Stored (compressed) bytes of every chunk and inline plane frame a
+        read of the top ``k`` planes of a tensor touches, down its delta chain
+        (its record not counted). Reads the chunks to learn their sizes: for
+        accounting, not on a timed path."""
+        lay = self.parse(addr)
+        total, keys = 0, []
+        for level, need, limit in self._top_levels(lay, min(k, lay.dtype.itemsize)):
+            if level.inline is not None:
+                total += sum(len(level.inline[p]) for p in range(need))
+            else:
+                keys += [CHUNK + level.addrs[p][j] for p in range(need) for j in level.rows(0, limit)]
+        for i in range(0, len(keys), 1024):
+            for key, value in zip(keys[i:i + 1024], self.store.get_many(keys[i:i + 1024])):
+                if value is None:
+                    raise IntegrityError(f"chunk {key[1:].hex()[:16]} is missing")
+                total += len(value)
+        return total
+
     def _check_top_chunks(self, lay: _Layout, k: int, parallel: bool) -> None:
         """Read and check every stored chunk the top ``k`` planes of a tensor
         depend on, without decoding them: down an XOR chain of one layout the
@@ -352,21 +390,8 @@ class TensorReader:
         Each chunk must be present, pass its frame's trailing check (which
         catches every damaged stored byte) and name a known codec whose frame
         says the length its address says (see `_check_frame`)."""
-        todo: list[tuple[bytes, int]] = []
-        cur, limit, need = lay, lay.n, k
-        while True:
-            if cur.base is not None and need < cur.dtype.itemsize and (
-                    cur.op != "xor" or self._base_layout(cur).layout != cur.layout):
-                need = cur.dtype.itemsize
-            if cur.inline is None:
-                rows = cur.rows(0, limit)
-                todo += [(cur.addrs[p][j], cur.lengths[j]) for p in range(need) for j in rows]
-            if cur.base is None:
-                break
-            cur = self._base_layout(cur)
-            limit = min(limit, cur.n)
-            if limit == 0:
-                break
+        todo = [item for level, need, limit in self._top_levels(lay, k) if level.inline is None
+                for item in ((level.addrs[p][j], level.lengths[j]) for p in range(need) for j in level.rows(0, limit))]
         batches, batch, size = [], [], 0
         for item in todo:   # bounded reads: a whole chain's chunks need not be in memory at once
             batch.append(item)

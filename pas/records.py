@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,15 @@ from .hashing import DIGEST_SIZE, checksum64, checksum64_parts, digest, digest_p
 CHUNK, TENSOR, VERSION, REF = b"c", b"t", b"v", b"r"
 ADDRESS_SIZE = DIGEST_SIZE + 8 + 1
 VERSION_ID_SIZE = 16
+
+
+#: Tensor addresses with a variant of at least this name lossy representations
+#: (pas.quantize); exact tensors use variants below it (docs/format.md §2).
+LOSSY_VARIANT = 0x80
+
+
+def is_lossy_address(addr: bytes) -> bool:
+    return addr[-1] >= LOSSY_VARIANT
 
 
 def address(digest_: bytes, length: int, variant: int = 0) -> bytes:
@@ -131,14 +140,26 @@ class TensorEntry:
     shape: tuple[int, ...]
     nbytes: int
     object: bytes  # tensor record address
+    #: A lossy tensor (docs/format.md §5.1): dtype/shape/nbytes/object above describe
+    #: its stored representation; this says how to decode it (pas.quantize.decode).
+    lossy: dict | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "nbytes": self.nbytes, "object": self.object.hex()}
+        d = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+             "nbytes": self.nbytes, "object": self.object.hex()}
+        if self.lossy is not None:
+            d["lossy"] = self.lossy
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "TensorEntry":
-        return cls(d["name"], d["dtype"], tuple(d["shape"]), int(d["nbytes"]), bytes.fromhex(d["object"]))
+        return cls(d["name"], d["dtype"], tuple(d["shape"]), int(d["nbytes"]), bytes.fromhex(d["object"]),
+                   d.get("lossy"))
+
+    @property
+    def out_dtype(self) -> str:
+        """The dtype retrieval returns: the original one for a lossy tensor."""
+        return self.lossy["dtype"] if self.lossy is not None else self.dtype
 
 
 @dataclass
@@ -199,7 +220,12 @@ class Version:
         return {"id": self.hex, "name": self.name, "parent": m.get("parent"), "time": self.time,
                 "message": self.message, "tensors": len(m["tensors"]), "files": len(m.get("files", [])),
                 "logical_bytes": self.logical_bytes, "format": m["source"]["format"],
-                "metadata": m["source"].get("metadata", {})}
+                "metadata": m["source"].get("metadata", {}), "lossy": m.get("lossy")}
+
+    @property
+    def lossy(self) -> dict | None:
+        """The manifest's lossy summary, or None: every tensor of the version is bit-exact."""
+        return self.manifest.get("lossy")
 
 
 def nonnegative_ints(values, what: str) -> list[int]:
@@ -231,6 +257,10 @@ def _entry_problem(d) -> str | None:
         hex_id(d.get("object"))
     except ValueError as exc:
         return f"entry {d['name'][:100]!r}: {exc}"
+    lossy = d.get("lossy")
+    if lossy is not None and (type(lossy) is not dict or type(lossy.get("scheme")) is not str
+                              or type(lossy.get("dtype")) is not str):
+        return f"entry {d['name'][:100]!r}: its lossy description is malformed"
     return None
 
 
@@ -261,4 +291,6 @@ def _manifest_problem(m) -> str | None:
                 return problem
     if "tensors" not in m:
         return "it lists no tensors"
+    if m.get("lossy") is not None and type(m["lossy"]) is not dict:
+        return "lossy is not an object"
     return None

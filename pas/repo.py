@@ -78,6 +78,7 @@ class ArchiveResult:
     message: str = ""
     encodings: dict = field(default_factory=dict)   # "whole" / "xor" / "sub" -> tensors
     delta_source: str | None = None                 # version deltas were taken from, if not the parent
+    lossy: dict | None = None                       # the manifest's lossy summary (pas.quantize), if any
 
     @property
     def ratio(self) -> float:
@@ -287,24 +288,39 @@ class Repository:
     # ------------------------------------------------------------------ archive
     def archive(self, src: str | os.PathLike, name: str, parent: str | None = None,
                 message: str = "", format: str | None = None,
-                progress: Progress | None = None) -> ArchiveResult:
-        """Read ``src`` (safetensors, PyTorch, npz or an HF folder) and archive it as a new version."""
+                progress: Progress | None = None, scheme=None, keep_exact=()) -> ArchiveResult:
+        """Read ``src`` (safetensors, PyTorch, npz or an HF folder) and archive it as a new version.
+        ``scheme``/``keep_exact``: opt-in lossy storage, see `archive_snapshot`."""
         from . import formats
+        spec = _scheme_spec(scheme, keep_exact)   # a bad scheme name fails before the source is read
         snapshot = formats.read(src, format)
-        return self.archive_snapshot(snapshot, name, parent=parent, message=message, progress=progress)
+        return self.archive_snapshot(snapshot, name, parent=parent, message=message, progress=progress,
+                                     scheme=spec)
 
     def archive_snapshot(self, snapshot: Snapshot, name: str, parent: str | None = None,
                          message: str = "", progress: Progress | None = None,
-                         keep_bases: bool = False) -> ArchiveResult:
+                         keep_bases: bool = False, scheme=None, keep_exact=()) -> ArchiveResult:
         """Archive ``snapshot`` as a new version and move ref ``name`` to it.
+
+        ``scheme`` (a name like ``"quant-kmeans:4"``, ``"GLOB=SCHEME"`` rules, a
+        list of them, or a `pas.quantize.SchemeSpec`) stores the float tensors it
+        chooses lossy, ``keep_exact`` globs keep tensors exact (pas/quantize): the
+        version is then marked lossy and records each tensor's scheme and error.
 
         ``keep_bases`` keeps this version's tensors (the snapshot's own arrays)
         in the reader's cache for the next call (archive_series). Otherwise
         copies of them, up to a quarter of the memory limit, are kept in
         `recent_bases` for the next archive through this object.
         """
+        spec = _scheme_spec(scheme, keep_exact)
+        lossy = None
+        if spec is not None:
+            from . import quantize
+            lossy = quantize.apply(snapshot, spec)
+            snapshot = lossy.snapshot     # what is stored: lossy tensors as their representation
         try:
-            result = self._archive_snapshot(snapshot, name, parent, message, progress)
+            with planes.workload(sum(t.data.size for t in snapshot.tensors.values())):
+                result = self._archive_snapshot(snapshot, name, parent, message, progress, lossy)
         finally:
             if not keep_bases:
                 self.reader.clear_cache()
@@ -348,7 +364,7 @@ class Repository:
         return words
 
     def _archive_snapshot(self, snapshot: Snapshot, name: str, parent: str | None,
-                          message: str, progress: Progress | None) -> ArchiveResult:
+                          message: str, progress: Progress | None, lossy=None) -> ArchiveResult:
         from .names import check_file_path, check_ref_name, check_tensor_name
         check_ref_name(name)
         for key, t in snapshot.tensors.items():
@@ -366,7 +382,18 @@ class Repository:
         base_version = self.version(parent_id) if parent_id else self.find_similar(snapshot)
         bases = BaseIndex(self, base_version) if base_version is not None else None
         w = VersionWriter(self, progress, bases, workers=_workers())
-        entries = w.add_tensors(snapshot.tensors.values())
+        lossy_info = lossy.entries if lossy is not None else {}
+        if lossy_info:
+            # Lossy representations are addressed apart from exact data (format.md §2).
+            exact = w.add_tensors([t for t in snapshot.tensors.values() if t.name not in lossy_info])
+            approx = w.add_tensors([t for t in snapshot.tensors.values() if t.name in lossy_info], lossy=True)
+            by_name = {e.name: e for e in exact}
+            by_name.update({e.name: TensorEntry(e.name, e.dtype, e.shape, e.nbytes, e.object, lossy_info[e.name])
+                            for e in approx})
+            entries = [by_name[t.name] for t in snapshot.tensors.values()]
+        else:
+            entries = w.add_tensors(snapshot.tensors.values())
+        logical = lossy.logical_bytes if lossy is not None else snapshot.nbytes
         w.bases = None  # side files are stored whole (deduplicated by content)
         files = w.add_tensors([Tensor.from_array(p, np.frombuffer(b, np.uint8)) for p, b in snapshot.files.items()],
                               side_file=True)
@@ -380,10 +407,12 @@ class Repository:
                        "metadata": snapshot.metadata},
             "tensors": [e.to_json() for e in entries],
             "files": [e.to_json() for e in files],
-            "logical_bytes": snapshot.nbytes,
+            "logical_bytes": logical,
         }
         if base_version is not None and base_version.id != parent_id:
             manifest["delta_source"] = base_version.hex
+        if lossy is not None and lossy.summary is not None:
+            manifest["lossy"] = lossy.summary
         body, vid = self._new_version_id(manifest)
         w.commit(VERSION + vid, body, name)
         if self.root is not None:
@@ -395,28 +424,30 @@ class Repository:
                               f"({exc}); verify cannot cross-check it", JournalWarning, stacklevel=2)
         return ArchiveResult(
             version_id=vid.hex(), name=name, parent=parent_id.hex() if parent_id else None,
-            logical_bytes=snapshot.nbytes, physical_added=w.physical_added,
+            logical_bytes=logical, physical_added=w.physical_added,
             tensors=len(entries) + len(files), tensors_reused=w.tensors_reused,
             chunks_written=w.chunks_written, chunks_reused=w.chunks_reused,
             seconds=time.perf_counter() - started, message=message, encodings=dict(w.deltas),
-            delta_source=manifest.get("delta_source"))
+            delta_source=manifest.get("delta_source"), lossy=manifest.get("lossy"))
 
     def archive_series(self, sources: list, name: str, parent: str | None = None,
                        message: str = "", format: str | None = None,
-                       progress: Progress | None = None) -> list[ArchiveResult]:
+                       progress: Progress | None = None, scheme=None, keep_exact=()) -> list[ArchiveResult]:
         """Archive files in order as a chain of versions (a training run's checkpoints).
 
         Each version's parent is the one before; ref ``name`` ends on the last.
         The previous snapshot's tensors stay decoded in memory as delta bases.
         """
         from . import formats
+        spec = _scheme_spec(scheme, keep_exact)
         results = []
         try:
             for i, src in enumerate(sources):
                 snap = formats.read(src, format)
                 msg = message if len(sources) == 1 else (message + " " if message else "") + Path(src).name
                 results.append(self.archive_snapshot(snap, name, parent=parent if i == 0 else None,
-                                                     message=msg, progress=progress, keep_bases=True))
+                                                     message=msg, progress=progress, keep_bases=True,
+                                                     scheme=spec))
         finally:
             self.reader.clear_cache()
         return results
@@ -485,12 +516,15 @@ class Repository:
         the snapshot's metadata then records ``pas.approx_bytes``.
         """
         try:
-            return self._retrieve(ref, names, files, progress, top_bytes)
+            v = self.version(ref)
+            wanted = None if names is None else set(names)
+            with planes.workload(sum(e.nbytes // dtypes.get(e.dtype).itemsize for e in v.tensors
+                                     if wanted is None or e.name in wanted)):
+                return self._retrieve(v, names, files, progress, top_bytes)
         finally:
             self.reader.clear_cache()  # decoded bases are shared within one retrieve only
 
-    def _retrieve(self, ref, names, files, progress, top_bytes) -> Snapshot:
-        v = self.version(ref)
+    def _retrieve(self, v: Version, names, files, progress, top_bytes) -> Snapshot:
         entries = v.tensors
         if names is not None:
             wanted = list(names)
@@ -506,7 +540,7 @@ class Repository:
             if top_bytes < 1:
                 raise BadInput("--bytes must be at least 1")
             def approx(e: TensorEntry, parallel: bool) -> np.ndarray:
-                if dtypes.get(e.dtype).itemsize > top_bytes:
+                if e.lossy is None and dtypes.get(e.dtype).itemsize > top_bytes:   # lossy: codes read whole
                     return self.read_approx(e, top_bytes, parallel=parallel)
                 return self.read_entry(e, parallel=parallel)
             datas = self._read_entries(entries, progress, approx)
@@ -514,7 +548,10 @@ class Repository:
         else:
             datas = self._read_entries(entries, progress)
         for e, data in zip(entries, datas):
-            snap.add(Tensor(e.name, e.dtype, e.shape, data))
+            if e.lossy is not None:
+                snap.add(Tensor(e.name, e.out_dtype, e.shape, self.decode_lossy(e, data)))
+            else:
+                snap.add(Tensor(e.name, e.dtype, e.shape, data))
         if files and names is None:
             for f in v.files:
                 snap.files[f.name] = self.read_entry(f).tobytes()
@@ -568,6 +605,25 @@ class Repository:
         words = self.reader.checked_words(entry.object, parallel=parallel, what=f"tensor {entry.name!r}")
         return words.view(dtypes.get(entry.dtype).np_dtype).reshape(entry.shape)
 
+    def decode_lossy(self, entry: TensorEntry, stored: np.ndarray) -> np.ndarray:
+        """A lossy tensor's values (original dtype) from its stored representation
+        (``stored``: what `read_entry` or `read_rows` returned for ``entry``)."""
+        from .quantize import decode
+        try:
+            return decode(entry.lossy, stored, entry.dtype, stored.shape)
+        except IntegrityError as exc:
+            raise IntegrityError(f"tensor {entry.name!r}: {exc}") from None
+
+    def read_tensor(self, entry: TensorEntry, parallel: bool = True) -> np.ndarray:
+        """One tensor as retrieval returns it: `read_entry`, decoded when the tensor is lossy."""
+        data = self.read_entry(entry, parallel=parallel)
+        return data if entry.lossy is None else self.decode_lossy(entry, data)
+
+    def _exact_only(self, entry: TensorEntry, what: str) -> None:
+        if entry.lossy is not None:
+            raise BadInput(f"tensor {entry.name!r} is stored lossy ({entry.lossy.get('scheme')}): {what} "
+                           f"works on exact tensors only; read it whole")
+
     def read_rows(self, entry: TensorEntry, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor (along its first axis); reads only the chunks they lie in."""
         if not entry.shape:
@@ -577,12 +633,21 @@ class Repository:
         stop = max(start, stop)
         dt = dtypes.get(entry.dtype)
         words = self.reader.range_words(entry.object, start * row, stop * row)
-        return words.view(dt.np_dtype).reshape((stop - start,) + tuple(entry.shape[1:]))
+        rows = words.view(dt.np_dtype).reshape((stop - start,) + tuple(entry.shape[1:]))
+        return rows if entry.lossy is None else self.decode_lossy(entry, rows)   # codes keep the shape
 
     def read_planes(self, entry: TensorEntry, k: int, parallel: bool = True) -> tuple[np.ndarray, str]:
         """The top ``k`` byte planes of a tensor (reads only their chunks where it can) and its layout."""
+        self._exact_only(entry, "a top-byte read")
         self._checked_layout(entry)
         return self.reader.top_planes(entry.object, k, parallel=parallel)
+
+    def planes_stored_bytes(self, entry: TensorEntry, k: int) -> int:
+        """Stored bytes a read of the top ``k`` planes of a tensor touches (its
+        chunks and inline frames, down its delta chain; `read_planes` reads
+        these). ``k`` >= the item size: what a full read touches."""
+        self._checked_layout(entry)
+        return self.reader.top_stored_bytes(entry.object, k)
 
     def read_approx(self, entry: TensorEntry, k: int, parallel: bool = True) -> np.ndarray:
         """A tensor rebuilt from its top ``k`` bytes per element (progressive retrieval).
@@ -592,6 +657,7 @@ class Repository:
         (`pas.reader.midpoint`). Every chunk read is checked (its frame and
         its address); a tensor that has to be decoded whole is checked whole.
         """
+        self._exact_only(entry, "a top-byte read")
         self._checked_layout(entry)
         dt = dtypes.get(entry.dtype)
         return self.reader.approx_words(entry.object, k, parallel=parallel).view(dt.np_dtype).reshape(entry.shape)
@@ -792,6 +858,14 @@ class Repository:
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _scheme_spec(scheme, keep_exact):
+    """The parsed lossy rules (pas.quantize.SchemeSpec), or None: store everything exact."""
+    if scheme is None and not keep_exact:
+        return None
+    from .quantize import SchemeSpec
+    return SchemeSpec.parse(scheme, keep_exact)
 
 
 def parse_size(text: str) -> int:

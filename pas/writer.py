@@ -178,13 +178,16 @@ class VersionWriter:
         cut by content-defined chunks, so an edited file shares most of them)."""
         return self.add_tensors([t], side_file)[0]
 
-    def add_tensors(self, tensors: Iterable[Tensor], side_file: bool = False) -> list[TensorEntry]:
+    def add_tensors(self, tensors: Iterable[Tensor], side_file: bool = False,
+                    lossy: bool = False) -> list[TensorEntry]:
         """Store tensors; entries in order. Deduplication runs here, in order (so
         equal tensors of one version are stored once); new tensors are encoded
-        on worker threads: choosing, splitting and compressing release the GIL."""
+        on worker threads: choosing, splitting and compressing release the GIL.
+        ``lossy``: the tensors are lossy representations (pas.quantize), addressed
+        in their own domain (variants 128-255), never deduplicated with exact data."""
         entries, jobs = [], []
         for t in tensors:
-            entry, job = self._claim(t, side_file)
+            entry, job = self._claim(t, side_file, lossy)
             entries.append(entry)
             if job is not None:
                 jobs.append(job)
@@ -205,7 +208,7 @@ class VersionWriter:
                 self._store_tensor(*job)
         return entries
 
-    def _claim(self, t: Tensor, side_file: bool) -> tuple[TensorEntry, tuple | None]:
+    def _claim(self, t: Tensor, side_file: bool, lossy: bool = False) -> tuple[TensorEntry, tuple | None]:
         """The tensor's entry, and the encoding job when its content is new."""
         dt = dtypes.get(t.dtype)
         data = dtypes.as_le_contiguous(t.data)
@@ -214,7 +217,7 @@ class VersionWriter:
         words = data.reshape(-1).view(dt.bits_dtype)
         addr = records.address(tensor_digest(t.dtype, t.shape, data), data.nbytes)
         job = None
-        for variant in range(256):
+        for variant in (range(records.LOSSY_VARIANT, 256) if lossy else range(records.LOSSY_VARIANT)):
             addr = records.with_variant(addr, variant)
             key = TENSOR + addr
             if key in self.new_tensors:

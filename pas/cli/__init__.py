@@ -95,15 +95,28 @@ def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.np
             memory_limit: Optional[str] = typer.Option(
                 None, "--memory-limit", help="Memory for data while archiving, e.g. 512M (default 4G or "
                 "$PAS_MEMORY_LIMIT); tensors bigger than a share of it are encoded slab by slab."),
+            scheme: Optional[List[str]] = typer.Option(
+                None, "--scheme", help="LOSSY: store float tensors as SCHEME (float16, bf16-trunc, bf16-round, "
+                "fixed:K, quant-uniform:K, quant-kmeans:K) or 'GLOB=SCHEME' for the tensors GLOB names "
+                "(repeatable; docs/cli.md). Default: every tensor bit-exact."),
+            keep_exact: Optional[List[str]] = typer.Option(
+                None, "--keep-exact", help="With --scheme: keep the tensors this glob names exact (repeatable)."),
             as_json: bool = JsonOpt):
     """Archive SRC as a new immutable version and move the ref NAME to it.
 
     Several SRC, or one folder of checkpoints, become a chain of versions,
-    each the parent of the next; NAME ends on the last.
+    each the parent of the next; NAME ends on the last. With --scheme the
+    versions are lossy: marked so, each lossy tensor's scheme and error recorded.
     """
     import os
 
     from .. import formats
+    spec = None
+    if scheme or keep_exact:
+        if not scheme:
+            raise BadInput("--keep-exact only makes sense with --scheme")
+        from ..quantize import SchemeSpec
+        spec = SchemeSpec.parse(scheme, keep_exact or ())
     sources = list(src)
     if len(sources) == 1:
         sources = formats.checkpoint_series(sources[0]) or sources
@@ -119,7 +132,7 @@ def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.np
         if limit is not None:
             repo.memory_limit = limit
         results = repo.archive_series([os.fspath(s) for s in sources], name, parent=parent,
-                                      message=message, format=fmt, progress=cb)
+                                      message=message, format=fmt, progress=cb, scheme=spec)
 
     def human(rows):
         for r in rows:
@@ -129,6 +142,13 @@ def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.np
                        f"{r['tensors_reused']} reused; {enc})")
             typer.echo(f"  logical {_mb(r['logical_bytes'])}, physical added {_mb(r['physical_added'])}, "
                        f"ratio {ratio}, {r['logical_bytes'] / 1e6 / max(r['seconds'], 1e-9):,.0f} MB/s")
+            if r.get("lossy"):
+                lo = r["lossy"]
+                typer.echo(f"  {_lossy_label(lo)}: {lo['tensors']} tensors, max abs error {_g(lo['max_abs_error'])}, "
+                           f"relative L2 error {_g(lo['rel_l2_error'])}"
+                           + (f"; {len(lo['exact'])} kept exact (see --json)" if lo.get("exact") else ""))
+            elif spec is not None:
+                typer.echo("  no tensor qualified for the scheme: stored bit-exact")
     rows = [r.to_json() for r in results]
     _emit(rows[0] if len(rows) == 1 else rows, as_json, lambda x: human(rows))
 
@@ -157,6 +177,51 @@ def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix
         f"wrote {i['tensors']} tensors ({_mb(i['bytes'])}) of {v.short} to {out} in {i['seconds']:.3f} s"))
 
 
+@app.command("eval")
+def eval_(ref: str = typer.Argument(..., help="Ref name or version id (prefix)."),
+          data: Path = typer.Option(..., "--data", "-d", help=".npz with array x (inputs, one per row) and optionally y (labels)."),
+          model: Optional[str] = typer.Option(None, "--model", "-m", help="module:attr (or file.py:attr): an nn.Module "
+                                              "class or factory whose state_dict names match the version's tensors."),
+          top_k: int = typer.Option(1, "--top-k", "-k", help="Predict the top K classes (a set)."),
+          progressive: bool = typer.Option(True, "--progressive/--no-progressive",
+                                           help="Start from the top byte planes; read lower ones only for undecided inputs."),
+          batch_size: int = typer.Option(256, "--batch-size", help="Inputs per forward pass."),
+          first_planes: Optional[int] = typer.Option(None, "--first-planes", help="Planes of the first round "
+                                                     "(default 1; 2 where weights keep their sign in plane 1)."),
+          as_json: bool = JsonOpt):
+    """Evaluate a torch model with the weights of REF on DATA (docs/progressive.md).
+
+    The predictions are exactly those of the ordinary float32 forward pass
+    with the full weights; with --progressive each input reads only the
+    planes it needs to be decided. Reports, per plane count, the share of
+    inputs decided, the stored bytes read and the time; the accuracy if DATA has y.
+    """
+    if model is None:
+        raise BadInput("--model module:attr is required (network definitions are not stored in versions yet)")
+    from ..progressive import evaluate, load_model, load_npz
+    x, y = load_npz(data)
+    net = load_model(model)
+    with _open() as repo:
+        res = evaluate(repo, ref, net, x, y, top_k=top_k, progressive=progressive, batch_size=batch_size,
+                       first_planes=first_planes)
+    info = res.to_json()
+
+    def human(i):
+        n = i["n"]
+        typer.echo(f"{n} inputs, top-{i['top_k']}, {'progressive' if i['progressive'] else 'full precision'}"
+                   + (f" (layouts: {', '.join(f'{k} {v}' for k, v in sorted(i['layouts'].items()))})" if i["layouts"] else ""))
+        typer.echo(f"{'planes':>6}  {'evaluated':>9}  {'decided':>7}  {'undecided':>9}  {'bytes read':>12}  {'seconds':>8}")
+        for s in i["steps"]:
+            label = f"{s['planes']}{' (exact)' if s['exact'] else ''}"
+            typer.echo(f"{label:>6}  {s['evaluated']:>9}  {s['decided']:>7}  {100 * s['undecided_share']:>8.1f}%  "
+                       f"{s['bytes_read']:>12,}  {s['seconds']:>8.3f}")
+        typer.echo(f"bytes read {i['bytes_read']:,} of {i['full_bytes']:,} ({100 * i['bytes_read'] / max(i['full_bytes'], 1):.1f}%), "
+                   f"{i['seconds']:.3f} s")
+        if i["accuracy"] is not None:
+            typer.echo(f"top-{i['top_k']} accuracy {100 * i['accuracy']:.2f}%")
+    _emit(info, as_json, human)
+
+
 @app.command()
 def log(ref: Optional[str] = typer.Argument(None, help="Start here (default: every version)."),
         as_json: bool = JsonOpt):
@@ -172,8 +237,9 @@ def log(ref: Optional[str] = typer.Argument(None, help="Start here (default: eve
     def human(rows):
         for r in rows:
             names = f" ({', '.join(r['refs'])})" if r["refs"] else ""
+            lossy = f"  {_lossy_label(r['lossy'])}" if r.get("lossy") else ""
             typer.echo(f"{r['id'][:12]}{names} {r['name']}  {r['time'][:19]}  "
-                       f"{_mb(r['logical_bytes'])}  {r['message']}")
+                       f"{_mb(r['logical_bytes'])}{lossy}  {r['message']}")
     _emit(rows, as_json, human)
 
 
@@ -188,14 +254,19 @@ def ls_(ref: Optional[str] = typer.Argument(None, help="List this version's tens
             _emit(rows, as_json, lambda rs: [typer.echo(f"{r['version'][:12]}  {r['ref']}") for r in rs])
             return
         v = repo.version(ref)
-    rows = [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape), "nbytes": e.nbytes, "kind": "tensor"}
+    rows = [{"name": e.name, "dtype": e.out_dtype, "shape": list(e.shape), "nbytes": e.nbytes, "kind": "tensor",
+             **({"lossy": e.lossy["scheme"], "stored_dtype": e.dtype,
+                 "max_abs_error": e.lossy.get("max_abs_error"), "rel_l2_error": e.lossy.get("rel_l2_error")}
+                if e.lossy is not None else {})}
             for e in v.tensors]
     rows += [{"name": f.name, "nbytes": f.nbytes, "kind": "file"} for f in v.files]
 
     def human(rs):
         for r in rs:
             if r["kind"] == "tensor":
-                typer.echo(f"{r['name']}  {r['dtype']}  {tuple(r['shape'])}  {_mb(r['nbytes'])}")
+                lossy = (f"  lossy ({r['lossy']}, stored {r['stored_dtype']}, max abs error "
+                         f"{_g(r['max_abs_error'])})" if r.get("lossy") else "")
+                typer.echo(f"{r['name']}  {r['dtype']}  {tuple(r['shape'])}  {_mb(r['nbytes'])}{lossy}")
             else:
                 typer.echo(f"{r['name']}  (file)  {_mb(r['nbytes'])}")
     _emit(rows, as_json, human)
@@ -213,6 +284,10 @@ def show(ref: str = typer.Argument(...), as_json: bool = JsonOpt):
         for k in ("id", "name", "parent", "time", "message", "format", "tensors", "files"):
             typer.echo(f"{k:>10}: {i[k]}")
         typer.echo(f"{'logical':>10}: {_mb(i['logical_bytes'])}")
+        lo = i.get("lossy")
+        typer.echo(f"{'storage':>10}: " + (f"{_lossy_label(lo)}, {lo.get('tensors')} tensors, max abs error "
+                                          f"{_g(lo.get('max_abs_error'))}, relative L2 error "
+                                          f"{_g(lo.get('rel_l2_error'))}" if lo else "bit-exact"))
         typer.echo(f"{'refs':>10}: {', '.join(i['refs'])}")
         for k, val in i["metadata"].items():
             typer.echo(f"{'meta':>10}: {k} = {val}")
@@ -512,6 +587,16 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
             typer.echo(f"gc removed {i['gc']['chunks']} chunks and {i['gc']['tensors']} records ({_mb(i['gc']['bytes'])})")
         typer.echo(f"physical {_mb(i['physical_before'])} -> {_mb(i['physical_after'])} in {i['seconds']:.1f} s")
     _emit(info, as_json, human)
+
+
+def _lossy_label(summary) -> str:
+    from ..quantize import label
+    return label(summary)
+
+
+def _g(x) -> str:
+    """A recorded error, printed short (a damaged or forged manifest may hold anything)."""
+    return f"{x:.3g}" if isinstance(x, (int, float)) else "?"
 
 
 def _bounded(text: str, limit: int = 1000) -> str:
