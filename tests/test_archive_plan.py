@@ -301,6 +301,14 @@ ERROR_CASES = {
     "unreachable (directed the wrong way)": '{"directed": true, "edges": [{"from": "a", "to": "v0", "storage": 1, '
                                             '"recreation": 1}]}',
     "directed not a flag": '{"directed": 1, "edges": [{"from": "v0", "to": "a", "storage": 1, "recreation": 1}]}',
+    "overhead of unknown snapshot": '{"edges": [{"from": "v0", "to": "a", "storage": 1, "recreation": 1}], '
+                                    '"snapshots": {"s": ["a"]}, "overheads": {"t": 1}}',
+    "negative overhead": '{"edges": [{"from": "v0", "to": "a", "storage": 1, "recreation": 1}], '
+                         '"snapshots": {"s": ["a"]}, "overheads": {"s": -0.5}}',
+    "overhead not a number": '{"edges": [{"from": "v0", "to": "a", "storage": 1, "recreation": 1}], '
+                             '"snapshots": {"s": ["a"]}, "overheads": {"s": "1"}}',
+    "overheads not an object": '{"edges": [{"from": "v0", "to": "a", "storage": 1, "recreation": 1}], '
+                               '"snapshots": {"s": ["a"]}, "overheads": [1]}',
 }
 
 
@@ -478,3 +486,55 @@ def test_edmonds_contracts_without_recursion():
             v = parent[v]
     # optimum: root -> 1 (10), then 1 -> 2 inside each pair (1) and 2p-1 -> 2p+1 across (5)
     assert sum(arcs[i][2][0] for i in chosen) == 10 + pairs * 1 + (pairs - 1) * 5
+
+
+# ---------------------------------------------------------------- snapshot overheads
+def _with_overheads(g: StorageGraph, seed: int) -> StorageGraph:
+    rng = random.Random(seed)
+    return StorageGraph(g.root, g.edges, g.snapshots, g.budgets,
+                        {s: rng.uniform(0, 3) for s in list(g.snapshots)[::2] or g.snapshots})
+
+
+def test_overheads_json_costs_and_budgets():
+    g = toy()
+    go = StorageGraph.loads(json.dumps(dict(g.to_json(), overheads={"s1": 1.5})))
+    assert go.overheads == {"s1": 1.5} and StorageGraph.loads(go.dumps()).overheads == {"s1": 1.5}
+    assert go.with_budgets({"s1": 9}).overheads == {"s1": 1.5}
+    assert go.without_overheads().overheads == {} and go.without_overheads().arcs == go.arcs
+    assert "overheads" not in g.to_json()
+    for model in MODELS:
+        p = plan(g, "mst", None, model)
+        a, b = evaluate(g, p, {}, model), evaluate(go, p, {}, model)
+        assert b.recreation["s1"] == pytest.approx(a.recreation["s1"] + 1.5)
+        assert b.recreation["s2"] == a.recreation["s2"]
+        # A budget factor covers the overhead too: alpha x (overhead + the SPT's cost).
+        assert budgets_for(go, model, 2.0)["s1"] == pytest.approx(2 * (1.5 + budgets_for(g, model, 1.0)["s1"]))
+    with pytest.raises(GraphError, match="unknown snapshot"):
+        graph("v0", TOY_EDGES, TOY_SNAPSHOTS, overheads={"s9": 1})
+    with pytest.raises(GraphError, match="finite"):
+        graph("v0", TOY_EDGES, TOY_SNAPSHOTS, overheads={"s1": math.inf})
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_planners_take_overheads_off_the_budgets(model):
+    """A snapshot's overhead is fixed: every planner plans the same as on the graph
+    without overheads with each budget less its overhead, and the plan is feasible
+    on the graph with them (evaluate adds the overheads back)."""
+    for seed, g0, alpha in _cases(8, 3000):
+        g = _with_overheads(g0, seed)
+        b = budgets_for(g, model, alpha)
+        less = {s: max(0.0, x - g.overheads.get(s, 0.0)) for s, x in b.items()}
+        for name in ALGORITHMS:
+            p, q = plan(g, name, b, model, max_depth=3), plan(g0, name, less, model, max_depth=3)
+            assert_tree(g, p)
+            assert p.storage == pytest.approx(q.storage), (seed, name)
+            if name not in ("mst",):
+                assert evaluate(g, p, b, model).feasible, (seed, name)
+        # Overheads loosen the decoding budgets (alpha x overhead > overhead): the optimum never
+        # needs more storage (heuristics are not monotone in the budgets; the exact solver is).
+        plain = evaluate(g0, exact(g0, budgets_for(g0, model, alpha), model), {}, model).storage
+        assert evaluate(g, exact(g, b, model), {}, model).storage <= plain + 1e-9, seed
+    # A budget below the overhead cannot be met; the planners still return a tree.
+    g = graph("v0", TOY_EDGES, TOY_SNAPSHOTS, overheads={"s1": 5.0})
+    ev = evaluate(g, plan(g, "best", {"s1": 4.0, "s2": 6.0}, model), {"s1": 4.0, "s2": 6.0}, model)
+    assert not ev.feasible and ev.recreation["s1"] >= 5.0

@@ -26,6 +26,14 @@ from pas.repo import Repository
 from pas.snapshot import Snapshot, Tensor
 
 VERSIONS = 7
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _calibrate_at_once():
+    """Calibrations here time at once, without waiting for a quiet machine (tests stay fast)."""
+    before, repo_graph.QUIET_SECONDS = repo_graph.QUIET_SECONDS, 0.0
+    yield
+    repo_graph.QUIET_SECONDS = before
 SHAPES = {"enc.weight": (1000, 100), "dec.weight": (400, 250), "big.weight": (320_000,), "bias": (64,)}
 
 

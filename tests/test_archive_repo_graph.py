@@ -5,6 +5,8 @@ model in .pas/costs.json, and that planning changes nothing in the store."""
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +21,14 @@ from pas.repo import Repository
 from pas.snapshot import Snapshot, Tensor
 
 N = 100_000
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _calibrate_at_once():
+    """Calibrations here time at once, without waiting for a quiet machine (tests stay fast)."""
+    before, repo_graph.QUIET_SECONDS = repo_graph.QUIET_SECONDS, 0.0
+    yield
+    repo_graph.QUIET_SECONDS = before
 # name -> shape; "big" is over the inline limit, so it is stored in chunks.
 SHAPES = {"enc.weight": (1000, 100), "dec.weight": (500, 200), "big.weight": (300_000,), "bias": (64,)}
 # Lineage: v1 <- v0, v2 <- v1, v3 <- v2, v4 <- v1 (a branch).
@@ -267,3 +277,99 @@ def test_nnls_matches_scipy():
         b = a @ np.array([rng.random() - 0.3, rng.random(), rng.random() - 0.5]) + rng.normal(0, 0.01, 20)
         want, _ = optimize.nnls(a, b)
         assert np.allclose(_nnls(a, b), want, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the cost model of a whole retrieval
+def test_cost_model_json_and_older_files(lineage_repo):
+    m = CostModel(a=1e-4, b=1e-9, c=2e-9, host=host_id(), version=3e-4, tensor=2e-5, delta_a=1.5e-4,
+                  delta_b=0.0, delta_c=4e-9, scale=1.2, samples=9, version_samples=12, residual=0.1,
+                  decode_residual=0.05)
+    assert CostModel.from_json(json.loads(json.dumps(m.to_json()))) == m
+    assert m.seconds(10, 1000) == pytest.approx(1e-4 + 1e-8 + 2e-6)
+    assert m.seconds(10, 1000, delta=True) == pytest.approx(1.5e-4 + 4e-6)
+    assert m.overhead(10) == pytest.approx(3e-4 + 2e-4)
+    # Delta terms default to the whole ones; bad numbers are refused.
+    plain = CostModel(1e-4, 0.0, 2e-9)
+    assert plain.seconds(0, 10, delta=True) == plain.seconds(0, 10) and plain.overhead(5) == 0
+    for bad in ({"version": -1}, {"tensor": "x"}, {"delta_c": math.inf}, {"scale": True}):
+        with pytest.raises(ValueError):
+            CostModel.from_json(dict(m.to_json(), **bad))
+    # A file of the first format (no per-version terms) is measured again, without a warning.
+    path = lineage_repo / ".pas" / COSTS_FILE
+    old = {"a": 1e-4, "b": 0.0, "c": 2e-9, "host": host_id(), "samples": 3, "residual": 0.1}
+    path.write_text(json.dumps(old))
+    with Repository.open(lineage_repo) as repo:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert repo_graph.load_costs(repo) is None
+    path.unlink()
+
+
+def test_graph_has_the_overheads_and_delta_costs(lineage_repo):
+    costs = CostModel(a=1e-4, b=0.0, c=2e-9, delta_a=3e-4, delta_c=5e-9, version=1e-3, tensor=1e-4, host="test")
+    with Repository.open(lineage_repo) as repo:
+        rg = repo_graph.build(repo, costs=costs, measure=False)
+        versions = {v.name: v for v in repo.versions()}
+    g = rg.graph
+    assert set(g.overheads) == set(g.snapshots)
+    for label, over in g.overheads.items():
+        v = versions[rg.snapshots[label]["name"]]
+        assert over == pytest.approx(costs.overhead(len(v.tensors) + len(v.files)))
+        assert rg.snapshots[label]["overhead"] == over
+    for e in g.edges:
+        n = rg.vertices[e.dst].elements
+        if e.src != g.root:
+            assert e.recreation == pytest.approx(3e-4 + 5e-9 * n)
+        elif rg.vertices[e.dst].address is not None:
+            assert e.recreation == pytest.approx(1e-4 + 2e-9 * n)
+    # Budgets and costs are of whole retrievals: the overhead is in both.
+    ev = evaluate(g, rg.current, {}, "independent")
+    bare = evaluate(g.without_overheads(), rg.current, {}, "independent")
+    for s in g.snapshots:
+        assert ev.recreation[s] == pytest.approx(bare.recreation[s] + g.overheads[s])
+
+
+def test_calibration_times_whole_retrievals(lineage_repo):
+    """calibrate fits the per-version terms on real `Repository.retrieve` calls (whole
+    versions and subsets of their tensors), and the model it gives predicts whole
+    retrievals measured right after (loosely: a shared machine is noisy)."""
+    import statistics
+    import time
+    with Repository.open(lineage_repo) as repo:
+        model = repo_graph.calibrate(repo, repeats=3, quiet_seconds=0)
+        rows, times = repo_graph.calibrate.last_versions
+        assert model.version_samples == len(rows) == len(times) >= 5
+        assert len({r[1] for r in rows}) >= 2                      # entries vary: whole versions and subsets
+        assert model.scale > 0 and model.delta_c > 0 and model.host == host_id()
+        rg = repo_graph.build(repo, costs=model, measure=False)
+        ev = evaluate(rg.graph, rg.current, {}, "independent")
+        runs = {s: [] for s in rg.snapshots}
+        for _ in range(5):
+            for s, info in rg.snapshots.items():
+                t = time.perf_counter()
+                repo.retrieve(info["id"])
+                runs[s].append(time.perf_counter() - t)
+    ratio = statistics.median(statistics.median(runs[s]) / ev.recreation[s] for s in runs)
+    assert 1 / 3 < ratio < 3, ratio
+
+
+def test_quiet_waits_for_an_idle_machine(monkeypatch):
+    busy = iter(range(0, 10**9, 100))
+    monkeypatch.setattr(repo_graph, "_cpu_jiffies", lambda: (next(busy), 0))       # every CPU busy
+    q = repo_graph.Quiet(max_wait=0.1, window=0.01, every=0.0)
+    t = time.perf_counter()
+    q.gate()
+    assert 0.09 <= q.waited and time.perf_counter() - t < 1.0                      # waits at most max_wait
+    q.gate()                                                                       # then no more
+    assert time.perf_counter() - t < 1.0
+    idle = iter(range(0, 10**9, 100))
+    monkeypatch.setattr(repo_graph, "_cpu_jiffies", lambda: (v := next(idle), v))  # all idle
+    q = repo_graph.Quiet(max_wait=5, window=0.01, every=0.0)
+    q.gate()
+    assert q.waited < 0.05
+    monkeypatch.setattr(repo_graph, "_cpu_jiffies", lambda: None)                  # no /proc/stat: a no-op
+    q = repo_graph.Quiet(max_wait=5)
+    t = time.perf_counter()
+    q.gate()
+    assert time.perf_counter() - t < 0.01

@@ -14,15 +14,24 @@ import time
 import pytest
 
 from bench import plan_bench
+from pas.archive import repo_graph
 
 pytest.importorskip("matplotlib")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _calibrate_at_once():
+    """Calibrations here time at once, without waiting for a quiet machine (tests stay fast)."""
+    before, repo_graph.QUIET_SECONDS = repo_graph.QUIET_SECONDS, 0.0
+    yield
+    repo_graph.QUIET_SECONDS = before
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan-bench")
     t = time.perf_counter()
-    res = plan_bench.run(root / "out", root / "work", scale=0.05, corpus=[], repeat=1, quick=True)
+    res = plan_bench.run(root / "out", root / "work", scale=0.05, corpus=[], repeat=1, quick=True, quiet_seconds=0)
     res["_seconds"] = time.perf_counter() - t
     return root / "out", res
 
@@ -58,7 +67,7 @@ def test_best_is_what_the_planner_returns(tmp_path, result):
     from pas.archive.algorithms import plan
     from pas.repo import Repository
     ds = synthetic.generate(tmp_path / "data", 0.05)[0]
-    plan_bench.archive_dataset(ds, tmp_path / "repo")
+    plan_bench.archive_dataset(ds, tmp_path / "repo", quiet_seconds=0)
     c = plan_bench.curves(tmp_path / "repo", (1.2, 2.0))
     with Repository.open(tmp_path / "repo") as repo:
         rg = repo_graph.build(repo)
@@ -88,3 +97,64 @@ def test_table_v_rows(result):
     assert {"physical_over_mst", "within_budget_measured", "met"} <= set(rep["done_when"])
     assert "Table V" in (out / "plan.md").read_text()
     assert res["_seconds"] < 60
+
+
+def test_measured_against_budgets_with_a_stated_tolerance(result):
+    out, res = result
+    rep = next(iter(res["repositories"].values()))
+    t5, dw = rep["table5"], rep["done_when"]
+    assert t5["tolerance"] == dw["tolerance"] == plan_bench.MEASURED_TOLERANCE
+    for r in t5["rows"]:
+        vs = r["versions"].values()
+        assert r["versions_within_budget"] == sum(v["within_budget"] for v in vs)
+        assert r["versions_within_budget_tolerance"] == sum(
+            v["measured_full"] <= v["budget"] * (1 + plan_bench.MEASURED_TOLERANCE) for v in vs)
+        assert r["versions_within_budget"] <= r["versions_within_budget_tolerance"] <= len(r["versions"])
+        assert r["median_measured_over_modelled"] > 0
+    assert dw["met"] == (dw["storage_ok"] and dw["feasible_modelled"] and dw["within_budget_tolerance"] == dw["versions"])
+    assert dw["met_strict"] <= dw["met"]
+    # The model calibrated again after the measurements: each copy's modelled time in their window.
+    assert t5["cost_model_now"]["format"] == 2 and 0 <= dw["within_budget_now"] <= dw["versions"]
+    assert all(v["modelled_now"] > 0 and v["budget_now"] > 0 for r in t5["rows"] for v in r["versions"].values())
+    # The budgets are of whole retrievals: alpha x the SPT's modelled cost, overhead included.
+    spt = next(r for r in t5["rows"] if r["plan"] == "spt")
+    for v in spt["versions"].values():
+        assert v["budget"] == pytest.approx(1.6 * v["modelled"], rel=1e-6)
+    assert "within budget +10%" in (out / "plan.md").read_text()
+
+
+def test_corpus_repack_on_a_small_corpus(tmp_path):
+    """--corpus-repack on two small lineages: one repository, `pas repack` by the CLI
+    under /usr/bin/time, every version bit-exact against its source, verify clean."""
+    from bench import synthetic
+    a = synthetic.generate(tmp_path / "data-a", 0.05)[0]
+    b = synthetic.generate(tmp_path / "data-b", 0.05, seed=1)[0]
+    b.name = "other"
+    t = time.perf_counter()
+    res = plan_bench.corpus_repack([a, b], tmp_path / "work", tmp_path / "out", repeat=1, quiet_seconds=0)
+    assert res["ok"], res
+    n = len(a.versions) + len(b.versions)
+    assert res["bit_exact"] == {"versions": n, "tensors": res["bit_exact"]["tensors"], "bit_exact": True,
+                                "mismatches": []}
+    assert res["repack"]["exit_code"] == 0 and res["verify"]["exit_code"] == 0
+    assert res["repack"]["result"]["feasible"]["after"]
+    if "peak_rss_bytes" in res["repack"]:
+        assert res["repack"]["peak_rss_bytes"] > 10 << 20
+    assert len(res["retrieve_before"]) == len(res["retrieve_after"]) == n
+    assert res["physical_before"] > 0 and res["physical_after"] > 0
+    md = (tmp_path / "out" / "corpus-repack.md").read_text()
+    assert "**OK.**" in md and "other/" in md
+    assert not (tmp_path / "work" / "corpus-all").exists()
+    assert time.perf_counter() - t < 60
+
+
+def test_bit_exact_check_sees_a_difference(tmp_path):
+    from bench import synthetic
+    from pas.repo import Repository
+    ds = synthetic.generate(tmp_path / "data", 0.05)[0]
+    v0, v1 = ds.versions[0], ds.versions[1]
+    with Repository.init(tmp_path / "repo") as repo:
+        vid = repo.archive(str(v0.path), name="a").version_id
+        assert plan_bench.check_bit_exact(repo, {"a": vid}, {"a": v0.path})["bit_exact"]
+        res = plan_bench.check_bit_exact(repo, {"a": vid}, {"a": v1.path})   # another version's file
+    assert not res["bit_exact"] and res["mismatches"]

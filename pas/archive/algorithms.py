@@ -60,6 +60,17 @@ def depths(graph: StorageGraph, parents: Mapping[str, Arc]) -> dict[str, int]:
     return out
 
 
+def _decode_budgets(graph: StorageGraph, budgets: Budgets) -> tuple[StorageGraph, Budgets]:
+    """The planning problem without snapshot overheads: the same arcs, and each
+    budget less its snapshot's overhead (a fixed cost no plan changes; a budget
+    below it cannot be met, and becomes 0). Planners work on this; `evaluate`
+    on the original graph adds the overheads back."""
+    if not graph.overheads:
+        return graph, budgets
+    over = graph.overheads
+    return graph.without_overheads(), {s: max(0.0, b - over.get(s, 0.0)) for s, b in budgets.items()}
+
+
 def _check_depth(max_depth: int | None) -> int | None:
     if max_depth is None:
         return None
@@ -285,6 +296,7 @@ def last(graph: StorageGraph, budgets: Budgets, model: str = "independent",
     alpha is per matrix: the tightest budget / SPT-cost ratio over the
     snapshots holding it (snapshot budgets then hold in both models)."""
     check_model(model)
+    graph, budgets = _decode_budgets(graph, budgets)
     dist = shortest_distances(graph)
     spt_parent = spt(graph).parents
     spt_cost = snapshot_costs(graph, dist, model)
@@ -602,6 +614,7 @@ def pas_mt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
     graft may chain deeper."""
     check_model(model)
     max_depth = _check_depth(max_depth)
+    graph, budgets = _decode_budgets(graph, budgets)
     t = _Tree(graph, mst(graph, max_depth=max_depth).parents, max_depth)
     return _finish(t, "pas-mt", budgets, model, refine)
 
@@ -620,7 +633,7 @@ def pas_pt(graph: StorageGraph, budgets: Budgets, model: str = "independent", re
     check_model(model)
     max_depth = _check_depth(max_depth)
     limit = math.inf if max_depth is None else max_depth
-    g = graph
+    g, budgets = _decode_budgets(graph, budgets)
     lb = shortest_distances(g)
     snaps_of: dict[str, list[str]] = {m: [] for m in g.matrices}
     for s, ms in g.snapshots.items():

@@ -39,7 +39,8 @@ def exact(graph: StorageGraph, budgets, model: str = "independent", method: str 
     If no tree meets them (the SPT, fastest for every matrix, does not),
     the SPT is returned: no plan can do better on recreation."""
     check_model(model)
-    from .algorithms import spt
+    from .algorithms import _decode_budgets, spt
+    graph, budgets = _decode_budgets(graph, budgets)     # snapshot overheads: fixed, taken off the budgets
     fastest = spt(graph)
     r = recreation_costs(graph, fastest.parents)
     if not all(within(c, budgets.get(s, math.inf)) for s, c in snapshot_costs(graph, r, model).items()):

@@ -14,7 +14,12 @@ JSON::
      "edges": [{"from": "v0", "to": "m1", "storage": 2, "recreation": 1,
                 "directed": false}, ...],    # per-edge "directed" optional
      "snapshots": {"s1": ["m1", "m2"], ...},
-     "budgets": {"s1": 3, ...}}              # optional, per snapshot
+     "budgets": {"s1": 3, ...},              # optional, per snapshot
+     "overheads": {"s1": 0.5, ...}}          # optional, per snapshot
+
+A snapshot's overhead is a fixed recreation cost whatever the plan (for a
+repository: reading the version's manifest, per-tensor bookkeeping, side
+files); its recreation cost is the overhead plus its matrices' costs.
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ class StorageGraph:
     edges: list[Edge]
     snapshots: dict[str, tuple[str, ...]] = field(default_factory=dict)
     budgets: dict[str, float] = field(default_factory=dict)
+    overheads: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         self.edges = list(self.edges)
@@ -64,6 +70,7 @@ class StorageGraph:
             raise GraphError("each snapshot must be a list of matrix names, not one string")
         self.snapshots = {str(k): tuple(v) for k, v in self.snapshots.items()}
         self.budgets = {str(k): float(v) for k, v in self.budgets.items()}
+        self.overheads = {str(k): float(v) for k, v in self.overheads.items()}
         self._validate()
         arcs: list[Arc] = []
         for i, e in enumerate(self.edges):
@@ -115,6 +122,11 @@ class StorageGraph:
                 raise GraphError(f"budget for unknown snapshot {s!r}")
             if not b >= 0:  # also rejects NaN
                 raise GraphError(f"budget of {s!r} must be >= 0, got {b!r}")
+        for s, c in self.overheads.items():
+            if s not in self.snapshots:
+                raise GraphError(f"overhead for unknown snapshot {s!r}")
+            if not (c >= 0 and math.isfinite(c)):
+                raise GraphError(f"overhead of {s!r} must be a finite number >= 0, got {c!r}")
 
     def _check_reachable(self) -> None:
         seen, todo = {self.root}, [self.root]
@@ -135,7 +147,11 @@ class StorageGraph:
         return any(e.directed for e in self.edges)
 
     def with_budgets(self, budgets: Mapping[str, float]) -> StorageGraph:
-        return StorageGraph(self.root, self.edges, self.snapshots, dict(budgets))
+        return StorageGraph(self.root, self.edges, self.snapshots, dict(budgets), self.overheads)
+
+    def without_overheads(self) -> StorageGraph:
+        """The same graph with no snapshot overheads (its arcs equal this graph's)."""
+        return StorageGraph(self.root, self.edges, self.snapshots, self.budgets)
 
     # ------------------------------------------------------------ JSON
     def to_json(self) -> dict:
@@ -145,13 +161,15 @@ class StorageGraph:
                      "snapshots": {s: list(ms) for s, ms in self.snapshots.items()}}
         if self.budgets:
             out["budgets"] = dict(self.budgets)
+        if self.overheads:
+            out["overheads"] = dict(self.overheads)
         return out
 
     @classmethod
     def from_json(cls, obj) -> StorageGraph:
         if not isinstance(obj, dict):
             raise GraphError("a storage graph must be a JSON object")
-        unknown = set(obj) - {"root", "directed", "edges", "snapshots", "budgets"}
+        unknown = set(obj) - {"root", "directed", "edges", "snapshots", "budgets", "overheads"}
         if unknown:
             raise GraphError(f"unknown keys in the graph: {', '.join(sorted(unknown))}")
         root = obj.get("root", "v0")
@@ -178,7 +196,10 @@ class StorageGraph:
         budgets = obj.get("budgets", {})
         if not isinstance(budgets, dict) or not all(_number(b) for b in budgets.values()):
             raise GraphError('"budgets" must map snapshot names to numbers')
-        return cls(root, edges, snaps, budgets)
+        overheads = obj.get("overheads", {})
+        if not isinstance(overheads, dict) or not all(_number(c) for c in overheads.values()):
+            raise GraphError('"overheads" must map snapshot names to numbers')
+        return cls(root, edges, snaps, budgets, overheads)
 
     @classmethod
     def loads(cls, text: str) -> StorageGraph:
@@ -210,7 +231,9 @@ def _number(v) -> bool:
 
 
 def graph(root: str, edges: Iterable[tuple], snapshots: Mapping[str, Iterable[str]] | None = None,
-          budgets: Mapping[str, float] | None = None, directed: bool = False) -> StorageGraph:
+          budgets: Mapping[str, float] | None = None, directed: bool = False,
+          overheads: Mapping[str, float] | None = None) -> StorageGraph:
     """Build a graph from (src, dst, storage, recreation) tuples (tests, benchmarks)."""
     return StorageGraph(root, [Edge(s, d, c, r, directed) for s, d, c, r in edges],
-                        {k: tuple(v) for k, v in (snapshots or {}).items()}, dict(budgets or {}))
+                        {k: tuple(v) for k, v in (snapshots or {}).items()}, dict(budgets or {}),
+                        dict(overheads or {}))

@@ -6,7 +6,8 @@ it). Its storage cost is the sum of its arcs' storage costs; a matrix is
 recreated along its path from the root, so its recreation cost is the sum of
 the path's recreation costs. A snapshot's recreation cost is the sum of its
 matrices' costs (independent model: each matrix rebuilt on its own, shared
-path edges paid once per matrix) or their maximum (parallel model).
+path edges paid once per matrix) or their maximum (parallel model), plus the
+snapshot's fixed overhead if the graph gives one (the same under every plan).
 """
 from __future__ import annotations
 
@@ -89,7 +90,9 @@ def snapshot_cost(members, r: Mapping[str, float], model: str) -> float:
 
 
 def snapshot_costs(graph: StorageGraph, r: Mapping[str, float], model: str) -> dict[str, float]:
-    return {s: snapshot_cost(ms, r, model) for s, ms in graph.snapshots.items()}
+    """Each snapshot's recreation cost: its overhead (0 unless the graph gives one) plus its matrices' costs."""
+    over = graph.overheads
+    return {s: over.get(s, 0.0) + snapshot_cost(ms, r, model) for s, ms in graph.snapshots.items()}
 
 
 @dataclass

@@ -15,9 +15,13 @@ Storage costs are bytes, estimated as the writer estimates them
 the tensor (windows read with `TensorReader.range_words`, so memory stays
 bounded), the cheaper plane layout, and for deltas the cheaper of xor/sub;
 plus the record and chunk overhead. Recreation costs are seconds from a cost
-model calibrated on this machine (`calibrate`): decoding one level of a chain
-costs ``a + b * stored_bytes + c * elements`` (read + decompress + merge), so a
-chain costs the sum over its levels, as the storage graph's paths do.
+model calibrated on this machine (`calibrate`) by timing real decodes and
+real `Repository.retrieve` calls: decoding one level of a chain costs
+``a + b * stored_bytes + c * elements`` (read + decompress + merge), so a
+chain costs the sum over its levels, as the storage graph's paths do; and
+every version has a fixed overhead, ``version + tensor * entries`` plus its
+side files (the graph's snapshot overheads), so a snapshot's modelled cost is
+the time to retrieve the whole version.
 
 Tiny tensors (below `select.MIN_SAVING` bytes, stored whole, nobody's base)
 are always whole: they are folded into one vertex per set of versions that
@@ -51,6 +55,8 @@ from .graph import Edge, StorageGraph
 from .plan import Plan, check_model
 
 COSTS_FILE = "costs.json"
+#: Most seconds a calibration waits, in all, for the machine to be quiet (`Quiet`).
+QUIET_SECONDS = 5.0
 #: Tensors at most this big are decoded whole to take their sample (one decode
 #: instead of one per window); bigger ones are read window by window.
 WHOLE_READ_BYTES = 8 << 20
@@ -62,9 +68,27 @@ CHUNK_OVERHEAD = 26 + 9 + 55      # key, frame tag + check, its address in the r
 
 
 # ------------------------------------------------------------------ cost model
+#: costs.json format 2: per-version and per-entry terms, and delta levels costed
+#: apart from whole ones (a file of format 1 is measured again).
+COSTS_FORMAT = 2
+
+
+def _cost_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds to decode one level of a delta chain: a + b * stored bytes + c * elements."""
+    """Seconds to retrieve a version, as `Repository.retrieve` does it:
+
+    ``version + tensor * entries`` (its manifest, per-entry bookkeeping and
+    checks, output buffers: the same under every plan), plus, per tensor, the
+    sum over its chain of each level's cost: ``a + b * stored bytes + c *
+    elements`` for the whole tensor at its bottom, ``delta_a + delta_b *
+    stored bytes + delta_c * elements`` for each delta applied over it.
+    ``scale`` is what a level costs inside a whole retrieval against a lone
+    decode (`calibrate`); the coefficients already include it. ``delta_a``
+    etc. default to the whole level's."""
 
     a: float
     b: float
@@ -72,26 +96,58 @@ class CostModel:
     host: str = ""
     measured: str = ""
     samples: int = 0
-    residual: float = 0.0           # root mean square relative error of the fit
+    residual: float = 0.0           # rms relative error of the retrieval fit (of the decode fit if none)
+    version: float = 0.0            # seconds per version retrieved
+    tensor: float = 0.0             # seconds per entry (tensor or side file) retrieved
+    delta_a: float | None = None
+    delta_b: float | None = None
+    delta_c: float | None = None
+    scale: float = 1.0              # what a level costs in a retrieval over what it costs decoded alone
+    version_samples: int = 0        # timed retrievals (whole versions and subsets of them)
+    decode_residual: float = 0.0    # rms relative error of the lone-decode fit
 
-    def seconds(self, stored_bytes: float, elements: int) -> float:
+    def __post_init__(self):
+        for k, whole in (("delta_a", self.a), ("delta_b", self.b), ("delta_c", self.c)):
+            if getattr(self, k) is None:
+                object.__setattr__(self, k, whole)
+
+    def seconds(self, stored_bytes: float, elements: int, delta: bool = False) -> float:
+        """One chain level: the whole tensor at the bottom, or (``delta``) one delta applied."""
+        if delta:
+            return self.delta_a + self.delta_b * stored_bytes + self.delta_c * elements
         return self.a + self.b * stored_bytes + self.c * elements
 
+    def overhead(self, entries: int) -> float:
+        """The fixed seconds of retrieving a version of ``entries`` tensors and side files."""
+        return self.version + self.tensor * entries
+
     def to_json(self) -> dict:
-        return {"model": "seconds = a + b * stored_bytes + c * elements, per decoded chain level",
-                "a": self.a, "b": self.b, "c": self.c, "host": self.host, "measured": self.measured,
-                "samples": self.samples, "residual": self.residual}
+        return {"format": COSTS_FORMAT,
+                "model": "retrieve seconds = version + tensor * entries + per tensor, per chain level: "
+                         "a + b * stored_bytes + c * elements (whole), delta_a + delta_b * stored_bytes + "
+                         "delta_c * elements (each delta)",
+                "a": self.a, "b": self.b, "c": self.c, "delta_a": self.delta_a, "delta_b": self.delta_b,
+                "delta_c": self.delta_c, "version": self.version, "tensor": self.tensor, "scale": self.scale,
+                "host": self.host, "measured": self.measured,
+                "samples": self.samples, "version_samples": self.version_samples, "residual": self.residual,
+                "decode_residual": self.decode_residual}
 
     @classmethod
     def from_json(cls, obj) -> CostModel:
         if not isinstance(obj, dict):
             raise ValueError("not an object")
-        vals = [obj.get(k) for k in ("a", "b", "c")]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                   for v in vals):
-            raise ValueError("a, b, c must be finite numbers >= 0")
-        return cls(*map(float, vals), host=str(obj.get("host", "")), measured=str(obj.get("measured", "")),
-                   samples=int(obj.get("samples", 0)), residual=float(obj.get("residual", 0.0)))
+        need = ("a", "b", "c", "version", "tensor")
+        vals = {k: obj.get(k) for k in need}
+        if not all(_cost_number(v) for v in vals.values()):
+            raise ValueError(f"{', '.join(need)} must be finite numbers >= 0")
+        opt = {k: obj.get(k) for k in ("delta_a", "delta_b", "delta_c", "scale") if obj.get(k) is not None}
+        if not all(_cost_number(v) for v in opt.values()):
+            raise ValueError("delta_a, delta_b, delta_c, scale must be finite numbers >= 0")
+        return cls(**{k: float(v) for k, v in {**vals, **opt}.items()},
+                   host=str(obj.get("host", "")), measured=str(obj.get("measured", "")),
+                   samples=int(obj.get("samples", 0)), residual=float(obj.get("residual", 0.0)),
+                   version_samples=int(obj.get("version_samples", 0)),
+                   decode_residual=float(obj.get("decode_residual", 0.0)))
 
 
 def host_id() -> str:
@@ -145,21 +201,125 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return best
 
 
-def calibrate(repo, max_tensors: int = 16, repeats: int = 3, max_bytes: int = 128 << 20,
-              max_candidates: int = 400) -> CostModel:
-    """Fit the cost model by timing real decodes of some of the repository's tensors.
+def _warm_kernels() -> None:
+    """Load pas's Numba plane kernels, as every process does once it has decoded
+    enough: the calibration measures that steady state, not the first decodes of
+    a fresh process (numpy, several times slower per element)."""
+    import importlib
+    try:
+        importlib.import_module("pas._plane_kernels")
+    except ImportError:         # no Numba: pas runs on numpy, and so does the calibration
+        pass
 
-    Picked so the three terms can be told apart: the two smallest tensors (the
-    fixed cost), tensors spread over sizes, and those with the fewest and the
-    most stored bytes per element (sparse deltas against whole tensors). Each
-    is decoded ``repeats`` times from cold reader state (the record re-read and
-    re-parsed, nothing decoded cached), the fastest time kept. A chain of L
-    levels is modelled as the sum over its levels; a, b, c are the
-    non-negative least-squares fit on relative errors.
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(all, idle) CPU time of the machine so far (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            vals = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(vals), vals[3] + vals[4]) if len(vals) >= 5 else None
+
+
+class Quiet:
+    """Waits, before a timing, until the machine is quiet: other processes
+    busy on at most ``threshold`` of the CPUs over a ``window`` (this process
+    sleeps meanwhile, so what is busy is someone else). Timings are of this
+    machine unloaded, the same for the cost model and for the measurements it
+    is held against, whatever else runs on a shared machine. Checks at most
+    every ``every`` seconds; waits at most ``max_wait`` seconds in all (then
+    times anyway); a no-op where ``/proc/stat`` is missing."""
+
+    def __init__(self, max_wait: float = 20.0, threshold: float = 0.25, window: float = 0.03,
+                 every: float = 0.25):
+        self.budget, self.threshold, self.window, self.every = max_wait, threshold, window, every
+        self.last = -math.inf
+        self.waited = 0.0
+        self.ok = _cpu_jiffies() is not None
+
+    def busy(self) -> float:
+        a = _cpu_jiffies()
+        time.sleep(self.window)
+        b = _cpu_jiffies()
+        if a is None or b is None or b[0] <= a[0]:
+            return 0.0
+        return 1.0 - (b[1] - a[1]) / (b[0] - a[0])
+
+    def gate(self) -> None:
+        now = time.perf_counter()
+        if not self.ok or now - self.last < self.every:
+            return
+        while self.busy() > self.threshold and self.waited < self.budget:
+            self.waited += self.window
+        self.waited += self.window
+        self.last = time.perf_counter()
+
+
+def _median_times(jobs, repeats: int, quiet: Quiet | None = None) -> list[float]:
+    """Each job timed ``repeats`` times round robin (a slow spell of a shared
+    machine then falls on every job alike, and no job runs twice in a row on
+    hot caches, which a retrieval never does); the median of each. ``quiet``
+    gates the timings (`Quiet`)."""
+    runs: list[list[float]] = [[] for _ in jobs]
+    for _ in range(max(1, repeats)):
+        for i, job in enumerate(jobs):
+            if quiet is not None:
+                quiet.gate()
+            t0 = time.perf_counter()
+            job()
+            runs[i].append(time.perf_counter() - t0)
+    return [float(np.median(r)) for r in runs]
+
+
+def _relative_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative least squares on relative errors (rows divided by their
+    time, so small retrievals count as much as big ones); columns scaled so
+    the solver sees numbers of one magnitude. The coefficients and the root
+    mean square relative error."""
+    w = 1.0 / np.maximum(y, 1e-9)
+    xs = x * w[:, None]
+    scale = np.maximum(xs.max(axis=0), 1e-12)
+    coef = _nnls(xs / scale, y * w) / scale
+    return coef, float(np.sqrt(np.mean(((x @ coef - y) * w) ** 2)))
+
+
+def calibrate(repo, max_tensors: int = 16, repeats: int = 5, max_bytes: int = 128 << 20,
+              max_candidates: int = 400, max_versions: int = 12, max_version_bytes: int = 512 << 20,
+              quiet_seconds: float | None = None) -> CostModel:
+    """Fit the cost model by timing real decodes and real retrievals of the repository's data.
+
+    1. **Decoding a chain level**: about ``max_tensors`` tensors, picked so the
+       terms can be told apart (the two smallest, sizes spread on a log scale,
+       the fewest and most stored bytes per element, the deepest chains), each
+       decoded from cold reader state (`TensorReader.words`, one thread)
+       ``repeats`` times round robin, the median kept. A chain of L levels is
+       L times ``a`` plus ``b`` per stored byte, plus ``c`` per element of its
+       whole level and ``c_delta`` per element of each delta level.
+    2. **Retrieving a version** (what budgets and `pas plan` speak of): up to
+       ``max_versions`` versions, spread over their decoding cost, each
+       retrieved with `Repository.retrieve` whole and as two subsets of its
+       tensors (its cheapest half; its few dearest), so that the terms below
+       can be told apart; ``repeats`` times round robin, the median kept.
+       Fitted: ``version + tensor * entries + scale * decoding`` (decoding by
+       step 1's model), which then scales step 1's coefficients (a retrieval
+       reads records in batches, hands big tensors to threads, checks
+       digests, writes fresh buffers: a level costs more or less in it than
+       decoded alone). When the retrievals cannot tell decoding from the
+       fixed terms, step 1's decoding stands and only the fixed terms are
+       fitted. A retrieval reads at most ``max_version_bytes`` (bigger
+       versions are timed by subsets).
+
+    Both fits are non-negative least squares on relative errors. The Numba
+    kernels are loaded first (`_warm_kernels`). Timings wait for a quiet
+    machine (`Quiet`, at most ``quiet_seconds`` in all, default
+    `QUIET_SECONDS`): the model is of this machine unloaded.
     """
+    _warm_kernels()
     reader = repo.reader
+    versions = repo.versions()
     addrs: dict[bytes, None] = {}
-    for v in repo.versions():
+    for v in versions:
         for e in v.tensors:
             addrs.setdefault(e.object)
     if not addrs:
@@ -170,55 +330,135 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 3, max_bytes: int = 12
     if len(pool) > max_candidates:
         pool = [pool[round(i * (len(pool) - 1) / (max_candidates - 1))] for i in range(max_candidates)]
     sizes: dict[bytes, int] = {}
+    feats: dict[bytes, list[float]] = {}
 
     def chain_features(a: bytes) -> list[float]:
+        """[levels, stored bytes, elements of the whole level, elements of the delta levels]."""
+        if a in feats:
+            return feats[a]
         chain = _chain(reader, a)
-        feats = [0.0, 0.0, 0.0]
+        f = [0.0, 0.0, 0.0, 0.0]
         for lay, level_addr in zip(chain, [a] + [lay.base for lay in chain[:-1]]):
             if level_addr not in sizes:
                 sizes[level_addr] = stored_bytes(repo, level_addr)
-            feats[0] += 1
-            feats[1] += sizes[level_addr]
-            feats[2] += min(lay.n, chain[0].n)
-        return feats
+            f[0] += 1
+            f[1] += sizes[level_addr]
+            f[3 if lay.base is not None else 2] += min(lay.n, chain[0].n)
+        feats[a] = f
+        return f
 
-    feats = {a: chain_features(a) for _, a in pool}
-    k = max(1, (max_tensors - len(small)) // 3)
+    for _, a in pool:
+        chain_features(a)
+    k = max(1, (max_tensors - len(small)) // 4)
     # Sizes spread on a log scale (most tensors of a model are small).
     lo, hi = math.log(max(1, pool[0][0])), math.log(max(1, pool[-1][0]))
     targets = [math.exp(lo + (hi - lo) * i / max(1, k - 1)) for i in range(k)]
     spread = [min(pool, key=lambda sa: abs(math.log(max(1, sa[0])) - math.log(t)))[1] for t in targets]
     # Bytes per element only mean something where the record overhead does not dominate.
     big = [a for s, a in pool if s >= (256 << 10)] or [a for _, a in pool]
-    by_ratio = sorted(big, key=lambda a: feats[a][1] / max(1.0, feats[a][2]))
-    picks = list(dict.fromkeys(small + spread + by_ratio[:k] + by_ratio[-k:]))
+    by_ratio = sorted(big, key=lambda a: feats[a][1] / max(1.0, feats[a][2] + feats[a][3]))
+    deep = sorted((a for _, a in pool if feats[a][0] > 1), key=lambda a: (-feats[a][0], -feats[a][3]))
+    picks = list(dict.fromkeys(small + spread + by_ratio[:k] + by_ratio[-k:] + deep[:k]))
     for a in small:
-        feats.setdefault(a, chain_features(a))
-    rows, times = [], []
-    calibrate.last = (rows, times)   # for inspection (tests, tuning)
-    for a in picks:
-        best = math.inf
-        for _ in range(max(1, repeats)):
+        chain_features(a)
+
+    def decode(a: bytes):
+        def job():
             reader.clear_cache()
-            t0 = time.perf_counter()
             reader.words(a, parallel=False)
-            best = min(best, time.perf_counter() - t0)
-        reader.clear_cache()
-        rows.append(feats[a])
-        times.append(best)
-    x, y = np.array(rows), np.array(times)
-    # Relative errors (rows divided by their time), so the small tensors that
-    # pin down the fixed cost count as much as the big ones; columns scaled
-    # so the solver sees numbers of one magnitude.
-    w = 1.0 / np.maximum(y, 1e-9)
-    xs = x * w[:, None]
-    scale = np.maximum(xs.max(axis=0), 1e-12)
-    coef = _nnls(xs / scale, y * w)
-    coef = coef / scale
-    resid = float(np.sqrt(np.mean(((x @ coef - y) * w) ** 2)))
-    return CostModel(float(coef[0]), float(coef[1]), float(coef[2]), host=host_id(),
+        return job
+
+    quiet = Quiet(max_wait=QUIET_SECONDS if quiet_seconds is None else quiet_seconds)
+    decode(picks[0])()                                # warm-up: first-call costs are not a tensor's
+    times = _median_times([decode(a) for a in picks], repeats, quiet)
+    reader.clear_cache()
+    rows = [feats[a] for a in picks]
+    calibrate.last = (rows, times)   # for inspection (tests, tuning)
+    x1 = np.array(rows)
+    if x1[:, 3].any():
+        (a1, b1, c1, cd1), decode_resid = _relative_fit(x1, np.array(times))
+        if cd1 <= 0:       # could not be told apart: one cost per element for every level
+            cd1 = c1
+    else:                  # no delta among the picks: delta levels cost what whole ones do
+        (a1, b1, c1), decode_resid = _relative_fit(x1[:, :3], np.array(times))
+        cd1 = c1
+
+    # 2. whole retrievals, and subsets of them
+    def split_cost(addr: bytes) -> tuple[float, float]:
+        f = chain_features(addr)
+        delta_levels = f[0] - 1
+        whole = a1 + b1 * f[1] / f[0] + c1 * f[2]            # stored bytes shared out by level
+        return whole, delta_levels * a1 + b1 * f[1] * delta_levels / f[0] + cd1 * f[3]
+
+    def cost(addr: bytes) -> float:
+        return sum(split_cost(addr))
+
+    def nbytes(e) -> int:
+        lay = reader.parse(e.object)
+        return lay.n * lay.dtype.itemsize
+
+    whole = {v.id: math.fsum(cost(e.object) for e in v.tensors + v.files) for v in versions}
+    order = sorted(versions, key=lambda v: whole[v.id])
+    if len(order) > max_versions:
+        order = [order[round(i * (len(order) - 1) / (max_versions - 1))] for i in range(max_versions)]
+    vrows: list[list[float]] = []
+    jobs = []
+
+    def retrieval(vid: bytes, names):
+        return lambda: repo.retrieve(vid, names=names)
+
+    for v in order:
+        ents = sorted(v.tensors, key=lambda e: cost(e.object))
+        subsets = []
+        if sum(nbytes(e) for e in v.tensors + v.files) <= max_version_bytes:
+            subsets.append((None, v.tensors + v.files))
+        cheap, total = [], 0
+        for e in ents[:max(1, len(ents) // 2)]:
+            if total + nbytes(e) > max_version_bytes:
+                break
+            cheap.append(e)
+            total += nbytes(e)
+        dear, total = [], 0
+        for e in reversed(ents[-max(1, min(3, len(ents) // 8)):]):
+            if total + nbytes(e) <= max_version_bytes:
+                dear.append(e)
+                total += nbytes(e)
+        for sub in (cheap, dear):
+            if sub and len(sub) < len(v.tensors):
+                subsets.append(([e.name for e in sub], sub))
+        for names, sub in subsets:
+            parts = [split_cost(e.object) for e in sub]
+            vrows.append([1.0, float(len(sub)), math.fsum(p[0] for p in parts), math.fsum(p[1] for p in parts)])
+            jobs.append(retrieval(v.id, names))
+    reader.clear_cache()
+    scale = 1.0
+    per_version = per_tensor = 0.0
+    resid = decode_resid
+    if jobs:
+        jobs[0]()                                      # warm-up
+        vtimes = _median_times(jobs, repeats, quiet)
+        calibrate.last_versions = (vrows, vtimes)
+        x, y = np.array(vrows), np.array(vtimes)
+        # One scale for every level: whether a level is whole or a delta is
+        # told apart by step 1 (each lone decode has a known mix); the
+        # retrievals of one layout mix them too alike to split the scale.
+        c3, resid = _relative_fit(np.c_[x[:, :2], x[:, 2] + x[:, 3]], y)
+        coef = c3 if c3[2] > 0 else None
+        if coef is None:
+            # The retrievals could not tell decoding from the fixed terms (too
+            # alike): keep step 1's decoding costs, fit the rest on what they leave.
+            w = 1.0 / np.maximum(y, 1e-9)
+            xs = x[:, :2] * w[:, None]
+            col = np.maximum(xs.max(axis=0), 1e-12)
+            fixed = _nnls(xs / col, (y - x[:, 2] - x[:, 3]) * w) / col
+            coef = np.array([fixed[0], fixed[1], 1.0])
+            resid = float(np.sqrt(np.mean(((np.c_[x[:, :2], x[:, 2] + x[:, 3]] @ coef - y) * w) ** 2)))
+        per_version, per_tensor, scale = map(float, coef)
+    return CostModel(float(scale * a1), float(scale * b1), float(scale * c1), host=host_id(),
                      measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     samples=len(picks), residual=resid)
+                     samples=len(picks), residual=resid, version=per_version, tensor=per_tensor,
+                     delta_a=float(scale * a1), delta_b=float(scale * b1), delta_c=float(scale * cd1),
+                     scale=scale, version_samples=len(jobs), decode_residual=decode_resid)
 
 
 def costs_path(repo):
@@ -231,7 +471,10 @@ def load_costs(repo) -> CostModel | None:
     if path is None or not path.is_file():
         return None
     try:
-        model = CostModel.from_json(json.loads(path.read_text(encoding="utf-8")))
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(obj, dict) and obj.get("format", 1) != COSTS_FORMAT:
+            return None          # an older pas's model (no per-version terms): measured again
+        model = CostModel.from_json(obj)
     except (OSError, ValueError, TypeError) as exc:
         warnings.warn(f"{path} is unreadable ({exc}); calibrating again", stacklevel=2)
         return None
@@ -557,19 +800,25 @@ def build(repo, model: str = "independent", costs: CostModel | None = None, othe
         if not useful:
             continue
         x, y = useful[0]
-        edges.append(Edge(vertex_of[x], vertex_of[y], est, costs.seconds(est, lt.n), len(useful) == 1))
+        edges.append(Edge(vertex_of[x], vertex_of[y], est, costs.seconds(est, lt.n, delta=True), len(useful) == 1))
         edge_ops[len(edges) - 1] = op
 
     snapshots = {}
     snap_members: dict[str, list[str]] = {}
+    overheads: dict[str, float] = {}
     for v in versions:
         label = labels[v.id]
         members = list(dict.fromkeys(vertex_of[e.object] for e in v.tensors))
         if members:
             snap_members[label] = members
+            # What no plan changes: the version's fixed cost per entry, and its
+            # side files (stored whole, deduplicated, never planned).
+            overheads[label] = costs.overhead(len(v.tensors) + len(v.files)) + math.fsum(
+                costs.seconds(stored_bytes(repo, f.object), reader.parse(f.object).n) for f in v.files)
         snapshots[label] = {"id": v.hex, "name": v.name, "message": v.message,
-                            "parent": v.manifest.get("parent"), "tensors": len(v.tensors)}
-    g = StorageGraph("v0", edges, snap_members)
+                            "parent": v.manifest.get("parent"), "tensors": len(v.tensors),
+                            "overhead": overheads.get(label, 0.0)}
+    g = StorageGraph("v0", edges, snap_members, overheads=overheads)
 
     parents = {}
     for vname, tv in vertices.items():
