@@ -108,6 +108,26 @@ def test_predictions_equal_full_evaluation(setup, top_k):
     assert 0 < res.steps[0].bytes_read < res.full_bytes
 
 
+def test_a_lossy_version_evaluates_with_its_decoded_weights():
+    """A version stored lossy (pas.quantize) is evaluated with the weights retrieval
+    gives (its codes decoded), progressive or not: the lossy tensors are exact
+    points, the rest go plane by plane."""
+    model = _model(5)
+    r = Repository.in_memory()
+    snap = Snapshot()
+    for k, v in model.state_dict().items():
+        snap.add(Tensor.from_array(k, v.numpy()))
+    r.archive_snapshot(snap, "q", scheme="fc1.weight=quant-kmeans:4")
+    assert r.version("q").lossy is not None
+    decoded = SmallCNN()
+    decoded.load_state_dict({n: torch.from_numpy(np.array(t.data)) for n, t in r.retrieve("q").tensors.items()})
+    x = _inputs(120, seed=4)
+    ref = reference_predictions(decoded.eval(), torch.from_numpy(x), 1, batch_size=64)
+    for progressive in (True, False):
+        res = evaluate(r, "q", SmallCNN(), x, progressive=progressive, batch_size=64)
+        assert np.array_equal(res.predictions, ref)
+
+
 def test_near_ties_reach_full_precision_and_match(setup):
     r, model, _ = setup
     x = _inputs(40)

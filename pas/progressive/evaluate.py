@@ -156,14 +156,15 @@ def _entries(repo, ref, model: nn.Module, needed: list[str]) -> tuple[dict, dict
         e, t = entries[name], state[name]
         if tuple(e.shape) != tuple(t.shape):
             raise ModelMismatch(f"{name}: shape {tuple(e.shape)} in the version, {tuple(t.shape)} in the model")
-        dt = dtypes.get(e.dtype)
+        dt = dtypes.get(e.out_dtype)   # a lossy tensor: the dtype it decodes to
         if t.is_floating_point() != dt.is_float:
-            raise ModelMismatch(f"{name}: dtype {e.dtype} in the version, {t.dtype} in the model")
+            raise ModelMismatch(f"{name}: dtype {e.out_dtype} in the version, {t.dtype} in the model")
     return entries, state
 
 
 def _as_model_tensor(arr: np.ndarray, entry, like: torch.Tensor) -> torch.Tensor:
-    dt = dtypes.get(entry.dtype)
+    """``arr``: the tensor as `Repository.read_tensor` gives it (lossy ones decoded)."""
+    dt = dtypes.get(entry.out_dtype)
     if dt.name == "BF16":
         t = torch.from_numpy(arr.reshape(-1).view(np.uint16).astype(np.int32) << 16).view(torch.float32)
     else:
@@ -172,7 +173,7 @@ def _as_model_tensor(arr: np.ndarray, entry, like: torch.Tensor) -> torch.Tensor
 
 
 def _load_exact(repo, entries, state, names) -> dict[str, torch.Tensor]:
-    return {n: _as_model_tensor(repo.read_entry(entries[n]), entries[n], state[n]) for n in names}
+    return {n: _as_model_tensor(repo.read_tensor(entries[n]), entries[n], state[n]) for n in names}
 
 
 def _install(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
@@ -220,7 +221,9 @@ def evaluate(repo, ref, model: nn.Module, x, y=None, top_k: int = 1, progressive
     net = IntervalNet(model)
     entries, state = _entries(repo, ref, model, net.needed)
     others = [nm for nm in state if nm in entries and nm not in net.needed]
-    prog = [nm for nm in net.needed if entries[nm].dtype in PROGRESSIVE_DTYPES and dtypes.get(entries[nm].dtype).itemsize > 1]
+    # A lossy tensor is read whole (its codes have no float planes): its decoded values are exact points.
+    prog = [nm for nm in net.needed if entries[nm].lossy is None and entries[nm].dtype in PROGRESSIVE_DTYPES
+            and dtypes.get(entries[nm].dtype).itemsize > 1]
     whole = [nm for nm in net.needed if nm not in prog]
     if top_k > _classes(net, model, x_t):
         raise BadInput(f"--top-k {top_k} exceeds the number of classes")
@@ -269,7 +272,7 @@ def evaluate(repo, ref, model: nn.Module, x, y=None, top_k: int = 1, progressive
             kk = min(k, dt.itemsize)
             if kk >= dt.itemsize:
                 if nm not in fixed:
-                    fixed[nm] = Interval.point(_as_model_tensor(repo.read_entry(e), e, state[nm]))
+                    fixed[nm] = Interval.point(_as_model_tensor(repo.read_tensor(e), e, state[nm]))
                     fetched[nm] = dt.itemsize
                 continue
             top, layout = repo.read_planes(e, kk)
