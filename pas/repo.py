@@ -542,16 +542,13 @@ class Repository:
             def approx(e: TensorEntry, parallel: bool) -> np.ndarray:
                 if e.lossy is None and dtypes.get(e.dtype).itemsize > top_bytes:   # lossy: codes read whole
                     return self.read_approx(e, top_bytes, parallel=parallel)
-                return self.read_entry(e, parallel=parallel)
+                return self.read_tensor(e, parallel=parallel)
             datas = self._read_entries(entries, progress, approx)
             snap.metadata["pas.approx_bytes"] = str(top_bytes)
         else:
-            datas = self._read_entries(entries, progress)
+            datas = self._read_entries(entries, progress, self.read_tensor)
         for e, data in zip(entries, datas):
-            if e.lossy is not None:
-                snap.add(Tensor(e.name, e.out_dtype, e.shape, self.decode_lossy(e, data)))
-            else:
-                snap.add(Tensor(e.name, e.dtype, e.shape, data))
+            snap.add(Tensor(e.name, e.out_dtype, e.shape, data))
         if files and names is None:
             for f in v.files:
                 snap.files[f.name] = self.read_entry(f).tobytes()

@@ -166,7 +166,7 @@ def _as_model_tensor(arr: np.ndarray, entry, like: torch.Tensor) -> torch.Tensor
     """``arr``: the tensor as `Repository.read_tensor` gives it (lossy ones decoded)."""
     dt = dtypes.get(entry.out_dtype)
     if dt.name == "BF16":
-        t = torch.from_numpy(arr.reshape(-1).view(np.uint16).astype(np.int32) << 16).view(torch.float32)
+        t = torch.from_numpy(reader_mod.float_values(arr.reshape(-1).view(np.uint16), dt))
     else:
         t = torch.from_numpy(np.ascontiguousarray(arr).reshape(-1))
     return t.reshape(tuple(entry.shape)).to(like.dtype)

@@ -39,6 +39,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import BadInput, IntegrityError
+from ..reader import float_values
 
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 BF16_QUIET = 0x0040          # the top mantissa bit of a bfloat16 NaN
@@ -61,7 +62,7 @@ class Encoded:
 def values(data: np.ndarray, dtype: str) -> np.ndarray:
     """The float values of raw tensor data (BF16 bit views widened to float32)."""
     if dtype == "BF16":
-        return (np.ascontiguousarray(data).view("<u2").astype("<u4") << 16).view("<f4")
+        return float_values(np.ascontiguousarray(data).view("<u2"), dtypes.get("BF16"))
     return data
 
 
@@ -196,7 +197,7 @@ class BFloat16(Scheme):
         return Encoded(bf16_bits(data, self.rounding), "BF16", {})
 
     def decode(self, stored, side, dtype):
-        return (np.asarray(stored).view("<u2").astype("<u4") << 16).view("<f4")
+        return float_values(np.asarray(stored).view("<u2"), dtypes.get("BF16"))
 
 
 class FixedPoint(Scheme):
