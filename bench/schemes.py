@@ -503,18 +503,12 @@ class Pas(Scheme):
         of every tensor wider than ``k`` bytes; narrower ones whole. Big tensors
         on the pool, as `Repository.retrieve` reads them."""
         from pas import dtypes
-        from pas.writer import PARALLEL_MIN_BYTES
         entries = self.repo.version(id).tensors
-
-        def one(e):
-            if dtypes.get(e.dtype).itemsize > k:
-                return self.repo.read_planes(e, k, parallel=False)[0]
-            return self.repo.read_entry(e, parallel=False)
-
-        futures = {e.name: self.repo.pool.submit(one, e) for e in entries if e.nbytes >= PARALLEL_MIN_BYTES}
-        out = {e.name: one(e) for e in entries if e.nbytes < PARALLEL_MIN_BYTES}
-        out.update({n: f.result() for n, f in futures.items()})
-        self.repo.reader.clear_cache()
+        wide = [e for e in entries if dtypes.get(e.dtype).itemsize > k]
+        out = {e.name: top for e, (top, _) in zip(wide, self.repo.read_planes_many(wide, k))}
+        narrow = [e.name for e in entries if dtypes.get(e.dtype).itemsize <= k]
+        if narrow:
+            out.update({n: t.data for n, t in self.repo.retrieve(id, names=narrow).tensors.items()})
         return out
 
     def check_planes(self, id, k: int, src: dict, got: dict) -> list[str]:

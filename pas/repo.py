@@ -639,6 +639,14 @@ class Repository:
         self._checked_layout(entry)
         return self.reader.top_planes(entry.object, k, parallel=parallel)
 
+    def read_planes_many(self, entries: list[TensorEntry], k: int) -> list[tuple[np.ndarray, str]]:
+        """`read_planes` of many tensors (a version's, for progressive evaluation):
+        big ones on the pool, small ones here with their records read in one batch."""
+        try:
+            return self._read_entries(list(entries), None, lambda e, parallel: self.read_planes(e, k, parallel))
+        finally:
+            self.reader.clear_cache()
+
     def planes_stored_bytes(self, entry: TensorEntry, k: int) -> int:
         """Stored bytes a read of the top ``k`` planes of a tensor touches (its
         chunks and inline frames, down its delta chain; `read_planes` reads

@@ -86,6 +86,20 @@ def test_top_planes_equal_full_split(repo):
             assert top.tobytes() == full[:k].tobytes(), (e.name, k, rec.get("delta"))
 
 
+def test_read_planes_many_is_read_planes_of_each(repo):
+    """The version-wide read (records in one batch, big tensors on the pool, the
+    inline fast path for small whole tensors) gives what one-by-one reads give."""
+    r, _, _ = repo
+    entries = r.version("m").tensors
+    assert any(r.reader.parse(e.object).inline is not None for e in entries)   # the fast path is covered
+    for k in (1, 2):
+        many = r.read_planes_many(entries, k)
+        assert len(many) == len(entries)
+        for e, (top, layout) in zip(entries, many):
+            one, one_layout = r.read_planes(e, k)
+            assert layout == one_layout and top.shape == one.shape and top.tobytes() == one.tobytes(), e.name
+
+
 def test_one_plane_reads_fewer_chunks():
     store = RecordingStore()
     import json
