@@ -103,6 +103,7 @@ def test_fast_versions_get_more_rounds_up_to_a_cap(tmp_path):
     """A version retrieved in microseconds is retrieved until the fastest scheme
     has been timed for min_seconds in all, at most MAX_REPEAT_FACTOR x repeat;
     the added rounds stay interleaved (every scheme as many)."""
+    CALLS.clear()
     ds = _dataset(tmp_path / "data", n=2)
     res = run_matrix([_fake("a"), _fake("b")], [ds], plan_versions([ds]), tmp_path / "work", repeat=2,
                      archive_repeat=1, one_repeat=3, rep=_Quiet(), min_seconds=10.0)
@@ -110,6 +111,17 @@ def test_fast_versions_get_more_rounds_up_to_a_cap(tmp_path):
         for v in res[name]["versions"].values():
             assert len(v["retrieve_s_all"]) == MAX_REPEAT_FACTOR * 2
             assert len(v["one_tensor_s_all"]) == MAX_REPEAT_FACTOR * 3
+    # a fast dataset is archived again, parents first, into scratch stores: every
+    # scheme as many passes (interleaved), the per-version times joining the main
+    # pass's; the whole-store pass totals stay the main passes'
+    archives = [(s, n) for s, what, n in CALLS if what == "archive"]
+    assert len(archives) == 2 * 2 * MAX_REPEAT_FACTOR
+    assert archives[4:6] in ([("a", "tiny/v0"), ("b", "tiny/v0")], [("b", "tiny/v0"), ("a", "tiny/v0")])
+    for name in "ab":
+        assert len(res[name]["archive_pass_s"]) == 1
+        for v in res[name]["versions"].values():
+            assert len(v["archive_s_all"]) == MAX_REPEAT_FACTOR
+    assert not list((tmp_path / "work").glob("*.extra"))   # scratch stores removed
     assert adaptive_rounds({"a": [0.01, 0.02], "b": [0.5]}, 3, 15, min_seconds=0.25) == 15   # 0.25 / 0.015
     assert adaptive_rounds({"a": [0.1], "b": [0.5]}, 3, 15, min_seconds=0.25) == 3           # slow enough
     assert adaptive_rounds({"a": [0.05], "b": [0.5]}, 3, 15, min_seconds=0.25) == 5
