@@ -15,4 +15,23 @@ def parse(text: str):
     return _parse(text)
 
 
-__all__ = ["parse", "DQLError", "DQLSyntaxError", "DQLSemanticError"]
+def run(repo, text: str, named: dict[str, str] | None = None) -> list[dict]:
+    """Run one statement on ``repo`` (a `pas.repo.Repository`); ``named``: saved
+    queries by name, for ``from "name"``. Rows: ``name``, ``id``, ``time``, ``message``."""
+    from .executor import run as _run
+    return _run(repo, text, named)
+
+
+def execute(repo, text: str, named: dict[str, str] | None = None, base=None) -> dict:
+    """``{"rows": [...], "stats": {...}}`` (stats: what evaluate trained); see `run`."""
+    from .executor import execute as _execute
+    return _execute(repo, text, named, base)
+
+
+def explain(repo, text: str, named: dict[str, str] | None = None, base=None) -> dict:
+    """What the statement would read, commit and train, without running it."""
+    from .executor import explain as _explain
+    return _explain(repo, text, named, base)
+
+
+__all__ = ["parse", "run", "execute", "explain", "DQLError", "DQLSyntaxError", "DQLSemanticError"]

@@ -27,6 +27,7 @@ JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 class State:
     repo: Optional[str] = None
     quiet: bool = False
+    storage_options: Optional[dict] = None
 
 
 state = State()
@@ -34,9 +35,22 @@ state = State()
 
 @app.callback()
 def _main(repo: Optional[str] = typer.Option(None, "--repo", "-R", help="Repository path (default: $PAS_REPO, then the current directory)."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")):
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+          storage_option: Optional[List[str]] = typer.Option(
+              None, "--storage-option", "-o", help="KEY=VALUE for an s3:// repository (endpoint, region, profile, "
+              "cache_dir, ...; docs/cli.md); repeatable.")):
     state.repo = repo
     state.quiet = quiet
+    state.storage_options = _storage_options(storage_option)
+
+
+def _storage_options(items: Optional[List[str]]) -> Optional[dict]:
+    if not items:
+        return None
+    bad = [x for x in items if "=" not in x or not x.split("=", 1)[0]]
+    if bad:
+        raise BadInput(f"--storage-option takes KEY=VALUE, not {bad[0]!r}")
+    return dict(x.split("=", 1) for x in items)
 
 
 def _emit(obj, as_json: bool, human) -> None:
@@ -48,6 +62,8 @@ def _emit(obj, as_json: bool, human) -> None:
 
 def _open(write: bool = False):
     from ..repo import Repository
+    if state.storage_options:
+        return Repository.open(state.repo, write=write, storage_options=state.storage_options)
     return Repository.open(state.repo, write=write)
 
 
@@ -72,15 +88,20 @@ def _mb(n: int) -> str:
 
 
 @app.command()
-def init(path: Path = typer.Argument(Path("."), help="Where to create the repository."),
+def init(path: str = typer.Argument(".", help="Where to create the repository: a directory, or s3://BUCKET/PREFIX."),
          chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB)."),
          sign_first: bool = typer.Option(False, "--sign-first", help="Keep the sign in the first plane of every float "
                                          "(1-byte progressive reads need it; slightly larger)."),
+         storage_option: Optional[List[str]] = typer.Option(
+             None, "--storage-option", "-o", help="KEY=VALUE for an s3:// repository (endpoint, region, profile, "
+             "cache_dir, ...; docs/cli.md); repeatable."),
          as_json: bool = JsonOpt):
-    """Create a repository at PATH (its data lives in PATH/.pas)."""
+    """Create a repository at PATH (its data lives in PATH/.pas, or in the bucket for s3://)."""
     from ..repo import Repository
-    repo = Repository.init(path, chunk_size=chunk_size, layouts=["planes"] if sign_first else None)
-    info = {"path": str(repo.root), "config": repo.config}
+    opts = {**(state.storage_options or {}), **(_storage_options(storage_option) or {})}
+    repo = Repository.init(path, chunk_size=chunk_size, layouts=["planes"] if sign_first else None,
+                           **({"storage_options": opts} if opts else {}))
+    info = {"path": str(repo.root) if repo.root is not None else path, "config": repo.config}
     repo.close()
     _emit(info, as_json, lambda i: typer.echo(f"Initialized empty pas repository in {i['path']}"))
 
@@ -633,3 +654,13 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+# dlv's verbs (pas/dlv, docs/dlv.md) as pas subcommands, except those whose
+# names pas already uses for its own commands (init, archive, eval, log).
+def _register_dlv() -> None:
+    from ..dlv.cli import register
+    register(app)
+
+
+_register_dlv()
