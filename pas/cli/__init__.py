@@ -202,7 +202,8 @@ def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix
 def eval_(ref: str = typer.Argument(..., help="Ref name or version id (prefix)."),
           data: Path = typer.Option(..., "--data", "-d", help=".npz with array x (inputs, one per row) and optionally y (labels)."),
           model: Optional[str] = typer.Option(None, "--model", "-m", help="module:attr (or file.py:attr): an nn.Module "
-                                              "class or factory whose state_dict names match the version's tensors."),
+                                              "class or factory whose state_dict names match the version's tensors "
+                                              "(default: the network stored with the version by dlv)."),
           top_k: int = typer.Option(1, "--top-k", "-k", help="Predict the top K classes (a set)."),
           progressive: bool = typer.Option(True, "--progressive/--no-progressive",
                                            help="Start from the top byte planes; read lower ones only for undecided inputs."),
@@ -217,12 +218,17 @@ def eval_(ref: str = typer.Argument(..., help="Ref name or version id (prefix)."
     planes it needs to be decided. Reports, per plane count, the share of
     inputs decided, the stored bytes read and the time; the accuracy if DATA has y.
     """
-    if model is None:
-        raise BadInput("--model module:attr is required (network definitions are not stored in versions yet)")
     from ..progressive import evaluate, load_model, load_npz
     x, y = load_npz(data)
-    net = load_model(model)
+    net = load_model(model) if model is not None else None
     with _open() as repo:
+        if net is None:   # the network definition dlv stored with the version (docs/dlv.md)
+            from ..dlv import netdef
+            from ..dlv.model import open_version
+            mv = open_version(repo, ref)
+            if mv.network is None:
+                raise BadInput(f"{mv.name}@{mv.short} has no stored network definition: give --model module:attr")
+            net = netdef.build(mv.network)
         res = evaluate(repo, ref, net, x, y, top_k=top_k, progressive=progressive, batch_size=batch_size,
                        first_planes=first_planes)
     info = res.to_json()
