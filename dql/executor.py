@@ -60,7 +60,7 @@ def explain(repo, text: str, named: dict[str, str] | None = None, base: Path | N
     (the conditions are evaluated: they read only manifests and dlv records)."""
     from . import parse
     stmt = parse(text)
-    return Executor(repo, named or {}, base=base or Path.cwd()).explain(stmt.query)
+    return Executor(repo, named or {}, base=base or Path.cwd(), dry=True).explain(stmt.query)
 
 
 def _row(mv) -> dict:
@@ -68,8 +68,9 @@ def _row(mv) -> dict:
 
 
 class Executor:
-    def __init__(self, repo, named: dict[str, str], depth: int = 0, base: Path | None = None):
+    def __init__(self, repo, named: dict[str, str], depth: int = 0, base: Path | None = None, dry: bool = False):
         self.repo = repo
+        self.dry = dry      # explain: plan derived versions, commit and train nothing
         self.named = named
         self.depth = depth
         self.base = base or Path.cwd()
@@ -90,7 +91,7 @@ class Executor:
         if self.depth > 32:
             raise DQLSemanticError(f"saved query {src.name!r} refers to itself", *src.pos)
         from . import parse
-        return Executor(self.repo, self.named, self.depth + 1, self.base).versions(parse(text).query)
+        return Executor(self.repo, self.named, self.depth + 1, self.base, self.dry).versions(parse(text).query)
 
     def versions(self, q: A.Query) -> list:
         """The versions a statement yields: selected ones, or the new versions it commits."""
@@ -106,8 +107,13 @@ class Executor:
             # Every new network first, then the commits: a statement that fails
             # on one version commits nothing.
             planned = [(mv, *self.derive(q, mv, found)) for mv, found in matched]
+            if self.dry:   # as many versions as it would commit; their sources stand in for them
+                return [mv for mv, _, _ in planned]
             return [self.commit_derived(mv, q.var, net, how) for mv, net, how in planned]
         from . import train
+        if self.dry:
+            raise DQLError("explain cannot say what an evaluate statement's results would be: explain the "
+                           "evaluate itself, not a statement reading from it")
         survivors, self.stats = train.evaluate(self.repo, q, [mv for mv, _ in matched], self.base)
         out, counts = [], {}
         for cand in survivors:
