@@ -119,13 +119,13 @@ def test_q3_construct_and_q4_evaluate(repo):
           'keep top(2, m["loss"], 5)')
     plan = q(root, "--explain", q4)
     assert plan["trains"]["candidates"] == 9 and plan["trains"]["full_grid_iterations"] == 180
-    res = q(root, q4)
-    st = res["stats"]
+    rows = q(root, q4)
+    st = rows[0]["evaluate"]
     assert (st["candidates"], st["survivors"]) == (9, 2)
     assert st["trained_iterations"] == 9 * 5 + 2 * 15 == plan["trains"]["at_most_iterations"] < 180
-    assert [r["name"] for r in res["rows"]] == ["cnn-avgv1-m2-m-1", "cnn-avgv1-m2-m-2"]
+    assert [r["name"] for r in rows] == ["cnn-avgv1-m2-m-1", "cnn-avgv1-m2-m-2"]
     with Repository.open(root) as r:
-        for row in res["rows"]:
+        for row in rows:
             mv = model.open_version(r, row["id"])
             assert [x["iteration"] for x in mv.log] == [5, 10, 15, 20]
             assert mv.hyperparams["net"]["conv*"]["lr"] in (0.1, 1.0, 10.0)

@@ -434,8 +434,9 @@ def query(text: str = typer.Argument(..., help="A DQL statement (docs/dql.md).")
         if st:
             typer.echo(f"trained {st['candidates']} candidates, {st['trained_iterations']:,} iterations "
                        f"(the full grid: {st['full_grid_iterations']:,}); {st['survivors']} kept")
-    _emit(rows if not res["stats"] else {"rows": rows, "stats": res["stats"]}, as_json,
-          lambda _: human(rows))
+    if res["stats"]:   # evaluate: every row says what the run trained (a list of rows either way)
+        rows = [dict(r, evaluate=res["stats"]) for r in rows]
+    _emit(rows, as_json, lambda _: human(res["rows"]))
 
 
 def _state_root():
