@@ -35,6 +35,7 @@ ATTRIBUTES = {
     "metadata": "the checkpoint's metadata (a mapping)", "tensors": "number of tensors",
     "parameters": "number of weight elements", "bytes": "bytes of weights (logical)",
     "layers": "number of layers in the network definition", "lossy": "whether some tensors are stored lossy",
+    "head": "whether the version is its model's current one (the ref of its name points at it)",
 }
 _ALIASES = {"hyperparams": "hparams", "config": "hparams", "meta": "metadata"}
 
@@ -75,6 +76,7 @@ class Executor:
         self.depth = depth
         self.base = base or Path.cwd()
         self.stats: dict = {}
+        self._refs: dict[str, str] | None = None
         self._networks: dict[str, Network | None] = {}
 
     # ------------------------------------------------------------- sources
@@ -309,6 +311,10 @@ class Executor:
             return None if net is None else len(net.layer_ids)
         if head == "lossy":
             return v.lossy is not None
+        if head == "head":
+            if self._refs is None:
+                self._refs = self.repo.refs()
+            return self._refs.get(mv.name) == mv.id
         raise DQLSemanticError(f"unknown attribute {x.var}.{head}; known: {', '.join(sorted(ATTRIBUTES))}", *x.pos)
 
     def metric(self, mv, x: A.Path, rest: tuple) -> float | None:

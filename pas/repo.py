@@ -232,7 +232,19 @@ class Repository:
         return out
 
     def resolve(self, ref: str) -> bytes:
-        """Version id of a ref name, a full id, or a unique id prefix (4+ hex digits)."""
+        """Version id of a ref name, a full id, or a unique id prefix (4+ hex digits);
+        ``REF~N`` is its N-th ancestor along parents (``~`` alone: ``~1``), as in git."""
+        base, tilde, back = ref.partition("~")
+        if tilde:   # '~' is in no ref name (names.check_ref_name) nor id
+            if back and not back.isdigit():
+                raise BadInput(f"{ref!r}: after '~' comes a number of generations")
+            vid = self.resolve(base)
+            for i in range(int(back or 1)):
+                parent = self.version(vid).parent
+                if parent is None:
+                    raise NotFound(f"{ref!r}: {base} has only {i} ancestor{'s' if i != 1 else ''}")
+                vid = parent
+            return vid
         value = self.store.get(REF + ref.encode())
         if value is not None:
             return records.unpack_ref(value, ref)

@@ -84,6 +84,7 @@ def test_attributes(repo):
         == ["other", "plain"]
     assert _names(run(r, 'select m where m.creation_time < "2000-01-01"')) == []
     assert _names(run(r, 'select m where m.layers = null')) == ["plain"]
+    assert _names(run(r, 'select m where m.head = true and m.name like "c%"')) == ["cnn-avg", "cnn_a", "cnn_b"]
     row = run(r, f'select m where m.id = "{ids["other"]}"')
     assert row == [{"name": "other", "id": ids["other"], "time": row[0]["time"], "message": "other seed 4"}]
     assert _names(run(r, 'select m where m.tensors = 8 or m.parameters = 4')) == ["cnn-avg", "cnn_a", "cnn_b",

@@ -231,6 +231,13 @@ def test_refs_tag_resolve(mem_repo):
     for n in (4, 5, 8, 12, 31):
         assert mem_repo.resolve(a.version_id[:n]) == va, n
     assert mem_repo.resolve(a.version_id[:9].upper()) == va
+    # REF~N: ancestors along parents, as in git
+    assert mem_repo.resolve("main~1") == mem_repo.resolve("main~") == va
+    assert mem_repo.resolve(b.version_id[:8] + "~1") == va and mem_repo.resolve("main~0") == vb
+    with pytest.raises(NotFound, match="only 1 ancestor"):
+        mem_repo.resolve("main~2")
+    with pytest.raises(BadInput):
+        mem_repo.resolve("main~x")
     # retag moves the ref; versions stay
     mem_repo.set_ref("v1.0", vb)
     assert mem_repo.resolve("v1.0") == vb
