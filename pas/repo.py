@@ -161,10 +161,12 @@ class Repository:
 
     @classmethod
     def init(cls, path: str | os.PathLike, chunk_size: int | None = None,
-             codec: dict | None = None, layouts: list[str] | None = None) -> "Repository":
-        """Create a repository at ``path`` (its data lives in ``path/.pas``) and open it for writing."""
-        root = Path(path) / REPO_DIR
-        if (root / "config.json").exists():
+             codec: dict | None = None, layouts: list[str] | None = None,
+             storage_options: dict | None = None) -> "Repository":
+        """Create a repository at ``path`` (its data lives in ``path/.pas``; an
+        ``s3://bucket/prefix`` URL: in that bucket) and open it for writing."""
+        root = None if is_url(path) else Path(path) / REPO_DIR
+        if root is not None and (root / "config.json").exists():
             raise BadInput(f"a pas repository already exists at {path}")
         config = json.loads(json.dumps(DEFAULT_CONFIG))
         config["repo_id"] = uuid.uuid4().hex
@@ -178,6 +180,8 @@ class Repository:
             if unknown:
                 raise BadInput(f"unknown or missing plane layouts: {unknown} (known: {list(planes.LAYOUTS)})")
             config["layouts"] = list(layouts)
+        if root is None:
+            return cls._init_url(str(path), config, storage_options)
         root.mkdir(parents=True, exist_ok=True)
         from .stores.rocks import RocksStore
         RocksStore(root / "db", create=True).close()
@@ -190,7 +194,37 @@ class Repository:
         return cls.open(path, write=True)
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, write: bool = False) -> "Repository":
+    def _init_url(cls, url: str, config: dict, storage_options: dict | None) -> "Repository":
+        # An object store: the config is an object beside the data, created
+        # only if absent (two inits of one prefix: the second is refused).
+        from .stores.s3 import open_store
+        store = open_store(url, storage_options)
+        if not store.create_object("config.json", json.dumps(config, indent=2, sort_keys=True).encode()):
+            store.close()
+            raise BadInput(f"a pas repository already exists at {url}")
+        return cls(store, config, None)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, write: bool = False,
+             storage_options: dict | None = None) -> "Repository":
+        if path is None:
+            path = os.environ.get("PAS_REPO") or None
+        if path is not None and is_url(path):
+            # No journal for these (root None): it is a local file beside a local store.
+            from .stores.s3 import open_store
+            store = open_store(str(path), storage_options, read_only=not write)
+            try:
+                data = store.get_object("config.json")
+                if data is None:
+                    raise NotARepository(f"no pas repository at {path} (run `pas init {path}`)")
+                config = check_config(json.loads(data))
+            except ValueError as exc:
+                store.close()
+                raise NotARepository(f"cannot read {path}/config.json: {exc}") from None
+            except BaseException:
+                store.close()
+                raise
+            return cls(store, config, None)
         root = cls.find(path)
         config = read_config(root)
         from .stores.rocks import RocksStore
@@ -902,11 +936,20 @@ def _is_repo_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "db").is_dir()
 
 
+def is_url(path) -> bool:
+    """An object-store repository location (``s3://bucket/prefix``), not a local path."""
+    return isinstance(path, str) and path.startswith("s3://")
+
+
 def read_config(root: Path) -> dict:
     try:
         config = json.loads((root / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise NotARepository(f"cannot read {root / 'config.json'}: {exc}") from None
+    return check_config(config)
+
+
+def check_config(config) -> dict:
     version = config.get("format_version") if isinstance(config, dict) else None
     if version != FORMAT_VERSION:
         raise UnsupportedFormat(
