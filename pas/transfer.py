@@ -183,6 +183,35 @@ def copy_versions(src, dst, versions: list[bytes], refs: dict[str, bytes] | None
     return rep
 
 
+def open_remote(location, write: bool = False, create: bool = False, storage_options: dict | None = None):
+    """The repository at ``location`` (a folder or an ``s3://`` URL) for push,
+    pull, publish; ``create``: initialise it when there is none yet."""
+    from .errors import NotARepository
+    from .repo import Repository, is_url
+    where = str(location) if is_url(str(location)) else location
+    opts = {"storage_options": storage_options} if storage_options else {}
+    try:
+        return Repository.open(where, write=write, **opts)
+    except NotARepository:
+        if not create:
+            raise NotARepository(f"no pas repository at {location} (create it with `pas init {location}`, "
+                                 f"or pass --create)") from None
+        return Repository.init(where, **opts)
+
+
+def wanted(repo, names: list[str]) -> tuple[dict[str, bytes], list[bytes]]:
+    """For names (refs or version ids) of ``repo``: the refs among them (moved at
+    the destination) and the version ids to copy."""
+    refs_now = repo.refs()
+    refs, versions = {}, []
+    for n in names:
+        vid = repo.resolve(n)
+        versions.append(vid)
+        if n in refs_now:
+            refs[n] = vid
+    return refs, versions
+
+
 def _record(addr: bytes, value: bytes | None):
     """A source tensor record, parsed and checked (checksum, structure, length)."""
     if value is None:

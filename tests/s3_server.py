@@ -45,6 +45,7 @@ class FaultProxy:
         self.count = 0
         self.requests: Counter = Counter()       # by method
         self.bytes_out: Counter = Counter()      # response body bytes by method
+        self.bytes_in: Counter = Counter()       # request body bytes (uploads) by method
         self.access_keys: set[str] = set()       # access key ids that signed requests
         self.hang_seconds = hang_seconds
         self._lock = threading.Lock()
@@ -66,6 +67,7 @@ class FaultProxy:
                     proxy.count += 1
                     n = proxy.count
                     proxy.requests[self.command] += 1
+                    proxy.bytes_in[self.command] += len(body)
                     fault = proxy.faults.get(n)
                 if fault == "500":
                     msg = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
@@ -115,6 +117,7 @@ class FaultProxy:
             self.faults, self.count = {}, 0
             self.requests.clear()
             self.bytes_out.clear()
+            self.bytes_in.clear()
             self.access_keys.clear()
 
     def close(self) -> None:

@@ -616,6 +616,44 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
     _emit(info, as_json, human)
 
 
+def _transfer_summary(verb: str, where: str, r: dict) -> str:
+    return (f"{verb} {where}: {len(r['versions'])} versions, {r['records']} records, {r['chunks']} chunks "
+            f"({r['bytes']:,} bytes); already there: {r['versions_present']} versions, {r['records_present']} "
+            f"records, {r['chunks_present']} chunks"
+            + ("; refs " + ", ".join(f"{k} -> {v[:12]}" for k, v in r["refs"].items()) if r["refs"] else ""))
+
+
+@app.command()
+def push(remote: str = typer.Argument(..., help="The other repository: a folder or s3://BUCKET/PREFIX."),
+         refs: Optional[List[str]] = typer.Argument(None, help="Refs or versions to push (default: every ref)."),
+         create: bool = typer.Option(False, "--create", help="Create the other repository if there is none."),
+         force: bool = typer.Option(False, "--force", help="Move refs there even when not a fast-forward."),
+         as_json: bool = JsonOpt):
+    """Copy versions (with their ancestry) to another repository: only the objects
+    it lacks, refs last; run it again after an interruption to finish."""
+    from ..transfer import copy_versions, open_remote, wanted
+    with _open() as src:
+        ref_map, versions = wanted(src, refs or sorted(src.refs()))
+        with open_remote(remote, write=True, create=create, storage_options=state.storage_options) as dst:
+            rep = copy_versions(src, dst, versions, ref_map, force=force)
+    _emit(rep.to_json(), as_json, lambda r: typer.echo(_transfer_summary("pushed to", remote, r)))
+
+
+@app.command()
+def pull(remote: str = typer.Argument(..., help="The other repository: a folder or s3://BUCKET/PREFIX."),
+         refs: Optional[List[str]] = typer.Argument(None, help="Refs or versions to pull (default: every ref)."),
+         force: bool = typer.Option(False, "--force", help="Move refs here even when not a fast-forward."),
+         as_json: bool = JsonOpt):
+    """Copy versions (with their ancestry) from another repository: only the objects
+    missing here, refs last; run it again after an interruption to finish."""
+    from ..transfer import copy_versions, open_remote, wanted
+    with open_remote(remote, write=False, storage_options=state.storage_options) as src:
+        ref_map, versions = wanted(src, refs or sorted(src.refs()))
+        with _open(write=True) as dst:
+            rep = copy_versions(src, dst, versions, ref_map, force=force)
+    _emit(rep.to_json(), as_json, lambda r: typer.echo(_transfer_summary("pulled from", remote, r)))
+
+
 def _lossy_label(summary) -> str:
     from ..quantize import label
     return label(summary)

@@ -10,6 +10,7 @@ imported inside the commands that need them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -50,7 +51,17 @@ def _open(write: bool = False):
 
 
 def _root() -> Path:
-    from ..repo import Repository
+    """Where dlv keeps its local files (staging area, saved queries): the
+    repository folder; for an object-store repository (s3://), a folder of
+    this machine's cache named after its URL (the stage is local work)."""
+    from ..repo import Repository, is_url
+    where = _state().repo or os.environ.get("PAS_REPO") or None
+    if where is not None and is_url(where):
+        import hashlib
+        base = Path(os.environ.get("PAS_CACHE") or Path.home() / ".cache" / "pas")
+        root = base / "remote-stage" / hashlib.sha256(where.rstrip("/").encode()).hexdigest()[:24]
+        root.mkdir(parents=True, exist_ok=True)
+        return root
     return Repository.find(_state().repo)
 
 
@@ -68,23 +79,33 @@ def _g(x) -> str:
 
 # ------------------------------------------------------------ version management
 @app.command()
-def init(path: Path = typer.Argument(Path("."), help="Where to create the repository."),
+def init(path: str = typer.Argument(".", help="Where to create the repository: a folder, or s3://BUCKET/PREFIX."),
          as_json: bool = JsonOpt):
     """Create a repository at PATH with an empty staging area (an existing pas repository gets the staging area)."""
     from ..errors import NotARepository
-    from ..repo import REPO_DIR, Repository
+    from ..repo import REPO_DIR, Repository, is_url
     from .model import Stage
-    try:
-        root = Repository.find(path)
-        created = False
-    except NotARepository:
-        Repository.init(path).close()
-        root = Path(path) / REPO_DIR
-        created = True
+    if is_url(str(path)):   # an object store: the repository there, the stage in this machine's cache
+        try:
+            Repository.open(str(path)).close()
+            created = False
+        except NotARepository:
+            Repository.init(str(path)).close()
+            created = True
+        _state().repo = str(path)
+        root = _root()
+    else:
+        try:
+            root = Repository.find(path)
+            created = False
+        except NotARepository:
+            Repository.init(path).close()
+            root = Path(path) / REPO_DIR
+            created = True
     stage = Stage.load(root)
     if not stage.path.exists():
         stage.save()
-    info = {"path": str(root), "created": created, "stage": str(stage.path)}
+    info = {"path": str(path) if is_url(str(path)) else str(root), "created": created, "stage": str(stage.path)}
     _emit(info, as_json, lambda i: typer.echo(
         f"{'Initialized empty' if created else 'Reinitialized existing'} dlv repository in {i['path']}"))
 
@@ -411,14 +432,13 @@ def query(text: str = typer.Argument(..., help="A DQL statement (docs/dql.md).")
     from dql import saved
     dql.parse(text)   # a syntax error is reported before the repository is opened
     if save is not None:
-        root = _state_root()
-        saved.save(root, save, text)
+        saved.save(_root(), save, text)
         _emit({"saved": save}, as_json, lambda i: typer.echo(f"saved query {i['saved']!r}"))
         return
     # select only reads; slice, construct and evaluate commit new versions.
     write = not explain and dql.parse(text).query.__class__.__name__ != "Select"
+    named = saved.load(_root())
     with _open(write=write) as repo:
-        named = saved.load(repo.root)
         if explain:
             plan = dql.explain(repo, text, named)
             _emit(plan, as_json, lambda p: typer.echo(json.dumps(p, indent=2, default=str)))
@@ -439,79 +459,47 @@ def query(text: str = typer.Argument(..., help="A DQL statement (docs/dql.md).")
     _emit(rows, as_json, lambda _: human(res["rows"]))
 
 
-def _state_root():
-    """The repository folder (for files kept beside its data: saved queries)."""
-    from ..repo import Repository
-    with Repository.open(_state().repo) as repo:
-        if repo.root is None:
-            raise BadInput("saved queries live in a local repository's folder")
-        return repo.root
-
-
 # ------------------------------------------------------------------------ remote
-def _remote(path: Path, write: bool, create: bool = False):
-    from ..errors import NotARepository
-    from ..repo import Repository
-    try:
-        return Repository.open(path, write=write)
-    except NotARepository:
-        if not create:
-            raise NotARepository(f"no pas repository at {path} (create it with `dlv init {path}`, "
-                                 f"or publish with --create)") from None
-        return Repository.init(path)
+def _remote(path, write: bool, create: bool = False):
+    from ..transfer import open_remote
+    return open_remote(path, write=write, create=create, storage_options=getattr(_state(), "storage_options", None))
 
 
 @app.command()
 def publish(names: List[str] = typer.Argument(..., help="Models (refs) or versions to publish."),
-            to: Path = typer.Option(..., "--to", help="The remote repository (a path)."),
+            to: str = typer.Option(..., "--to", help="The remote repository: a folder or s3://BUCKET/PREFIX."),
             create: bool = typer.Option(False, "--create", help="Create the remote repository if it does not exist."),
             force: bool = typer.Option(False, "--force", help="Move remote refs even when not a fast-forward."),
             as_json: bool = JsonOpt):
     """Copy models (with their lineage) to a remote repository: only the objects it lacks, refs last."""
-    from ..transfer import copy_versions
+    from ..transfer import copy_versions, wanted
     with _open() as src:
-        refs, versions = _wanted(src, names)
+        refs, versions = wanted(src, names)
         with _remote(to, write=True, create=create) as dst:
             rep = copy_versions(src, dst, versions, refs, force=force)
-    info = rep.to_json()
-    _emit(info, as_json, lambda r: typer.echo(
-        f"published to {to}: {len(r['versions'])} versions, {r['records']} records, {r['chunks']} chunks "
-        f"({r['bytes']:,} bytes); already there: {r['versions_present']} versions, {r['records_present']} "
-        f"records, {r['chunks_present']} chunks; refs " + ", ".join(f"{k} -> {v[:12]}" for k, v in r["refs"].items())))
+    from ..cli import _transfer_summary
+    _emit(rep.to_json(), as_json, lambda r: typer.echo(_transfer_summary("published to", to, r)))
 
 
 @app.command()
 def pull(names: List[str] = typer.Argument(..., help="Models (refs) or versions to fetch."),
-         from_: Path = typer.Option(..., "--from", help="The remote repository (a path)."),
+         from_: str = typer.Option(..., "--from", help="The remote repository: a folder or s3://BUCKET/PREFIX."),
          force: bool = typer.Option(False, "--force", help="Move local refs even when not a fast-forward."),
          as_json: bool = JsonOpt):
     """Fetch models (with their lineage) from a remote repository: only the objects missing here."""
-    from ..transfer import copy_versions
+    from ..transfer import copy_versions, wanted
     with _remote(from_, write=False) as src:
-        refs, versions = _wanted(src, names)
+        refs, versions = wanted(src, names)
         with _open(write=True) as dst:
             rep = copy_versions(src, dst, versions, refs, force=force)
-    info = rep.to_json()
-    _emit(info, as_json, lambda r: typer.echo(
-        f"pulled from {from_}: {len(r['versions'])} versions, {r['records']} records, {r['chunks']} chunks "
-        f"({r['bytes']:,} bytes); refs " + ", ".join(f"{k} -> {v[:12]}" for k, v in r["refs"].items())))
-
-
-def _wanted(repo, names: list[str]) -> tuple[dict, list]:
-    """Refs named (moved at the destination) and version ids (refs or ids) to copy."""
-    refs_now = repo.refs()
-    refs, versions = {}, []
-    for n in names:
-        vid = repo.resolve(n)
-        versions.append(vid)
-        if n in refs_now:
-            refs[n] = vid
-    return refs, versions
+    from ..cli import _transfer_summary
+    _emit(rep.to_json(), as_json, lambda r: typer.echo(_transfer_summary("pulled from", from_, r)))
 
 
 @app.command()
 def search(text: str = typer.Argument(..., help="Text to find in names, messages, hyper-parameters, networks, files."),
-           remote: Optional[Path] = typer.Option(None, "--remote", help="Search this repository (a path) instead."),
+           remote: Optional[str] = typer.Option(None, "--remote", help="Search this repository (a folder or "
+                                                "s3://BUCKET/PREFIX) instead."),
            as_json: bool = JsonOpt):
     """Find model versions by name or metadata (case-insensitive substring)."""
     from .model import search as do_search
@@ -537,7 +525,8 @@ _FUNCS = {"add": add, "status": status, "reset": reset, "commit": commit, "copy"
 
 def register(pas_app) -> None:
     """Add the dlv verbs that do not clash with pas's own commands to the `pas` app."""
-    existing = {c.name for c in pas_app.registered_commands}
+    # typer keeps name=None for commands named after their function
+    existing = {c.name or c.callback.__name__.replace("_", "-") for c in pas_app.registered_commands}
     for verb in PAS_VERBS:
         if verb not in existing:
             pas_app.command(verb)(_FUNCS[verb])
