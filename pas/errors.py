@@ -45,6 +45,11 @@ class RepositoryLocked(PasError):
     exit_code = 11
 
 
+class RefConflict(RepositoryLocked):
+    """A ref was moved by another writer since this one read it (several writers
+    on an object store): this writer's version is stored, its ref not moved."""
+
+
 class IntegrityError(PasError):
     """Stored data failed its hash check, or a version is incomplete.
 

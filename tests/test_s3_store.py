@@ -12,7 +12,8 @@ from store_conformance import StoreConformance
 
 from pas.errors import IntegrityError, RepositoryLocked, StoreError
 from pas.stores.base import DURABLE_SYNC, PERSISTENT
-from pas.stores.s3 import RefConflict, S3Store
+from pas.errors import RefConflict
+from pas.stores.s3 import S3Store
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import xxhash
 
-from ..errors import BadInput, IntegrityError, RepositoryLocked, StoreError
+from ..errors import BadInput, IntegrityError, RefConflict, RepositoryLocked, StoreError
 from .base import DURABLE_SYNC, PERSISTENT, Store
 
 #: Target pack size, 8 MiB. Measured on the local server (docs/format.md §9):
@@ -78,10 +78,6 @@ PACK_MAGIC = b"PASPACK1"
 INDEX_MAGIC = b"PASIDX1\n"
 _ENTRY = struct.Struct(">QQQ")          # offset, length, xxh3-64 of the value
 _NO_PACK = bytes(16)                     # the "pack" of tombstones in an index
-
-
-class RefConflict(RepositoryLocked):
-    """A mutable key (a ref) was changed by another writer since this store read it."""
 
 
 @dataclass(frozen=True)
