@@ -10,9 +10,8 @@ import pytest
 from s3_server import CREDENTIALS, FaultProxy, new_bucket, start_moto
 from store_conformance import StoreConformance
 
-from pas.errors import IntegrityError, RepositoryLocked, StoreError
+from pas.errors import IntegrityError, RefConflict, RepositoryLocked, StoreError
 from pas.stores.base import DURABLE_SYNC, PERSISTENT
-from pas.errors import RefConflict
 from pas.stores.s3 import S3Store
 
 
