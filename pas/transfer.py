@@ -184,10 +184,16 @@ def copy_versions(src, dst, versions: list[bytes], refs: dict[str, bytes] | None
 
 
 def open_remote(location, write: bool = False, create: bool = False, storage_options: dict | None = None):
-    """The repository at ``location`` (a folder or an ``s3://`` URL) for push,
-    pull, publish; ``create``: initialise it when there is none yet."""
+    """The repository at ``location`` (a folder, an ``s3://`` URL, or a hub's
+    ``http(s)://`` URL with the token in $PAS_HUB_TOKEN) for push, pull,
+    publish; ``create``: initialise it when there is none yet (not on a hub)."""
+    import os
+
     from .errors import NotARepository
     from .repo import Repository, is_url
+    if str(location).startswith(("http://", "https://")):
+        from .hub.remote import open_remote as open_hub
+        return open_hub(str(location), token=os.environ.get("PAS_HUB_TOKEN") or None, write=write)
     where = str(location) if is_url(str(location)) else location
     opts = {"storage_options": storage_options} if storage_options else {}
     try:

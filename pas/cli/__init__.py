@@ -624,7 +624,8 @@ def _transfer_summary(verb: str, where: str, r: dict) -> str:
 
 
 @app.command()
-def push(remote: str = typer.Argument(..., help="The other repository: a folder or s3://BUCKET/PREFIX."),
+def push(remote: str = typer.Argument(..., help="The other repository: a folder, s3://BUCKET/PREFIX, or a hub's "
+                                      "http(s)://HOST/r/NAME (token in $PAS_HUB_TOKEN)."),
          refs: Optional[List[str]] = typer.Argument(None, help="Refs or versions to push (default: every ref)."),
          create: bool = typer.Option(False, "--create", help="Create the other repository if there is none."),
          force: bool = typer.Option(False, "--force", help="Move refs there even when not a fast-forward."),
@@ -633,14 +634,22 @@ def push(remote: str = typer.Argument(..., help="The other repository: a folder 
     it lacks, refs last; run it again after an interruption to finish."""
     from ..transfer import copy_versions, open_remote, wanted
     with _open() as src:
-        ref_map, versions = wanted(src, refs or sorted(src.refs()))
-        with open_remote(remote, write=True, create=create, storage_options=state.storage_options) as dst:
-            rep = copy_versions(src, dst, versions, ref_map, force=force)
+        names = refs or sorted(src.refs())
+        if remote.startswith(("http://", "https://")):   # a hub: asks what it has in batches first
+            import os
+
+            from ..hub.remote import publish
+            rep = publish(src, remote, names, os.environ.get("PAS_HUB_TOKEN") or "", force=force)
+        else:
+            ref_map, versions = wanted(src, names)
+            with open_remote(remote, write=True, create=create, storage_options=state.storage_options) as dst:
+                rep = copy_versions(src, dst, versions, ref_map, force=force)
     _emit(rep.to_json(), as_json, lambda r: typer.echo(_transfer_summary("pushed to", remote, r)))
 
 
 @app.command()
-def pull(remote: str = typer.Argument(..., help="The other repository: a folder or s3://BUCKET/PREFIX."),
+def pull(remote: str = typer.Argument(..., help="The other repository: a folder, s3://BUCKET/PREFIX, or a hub's "
+                                      "http(s)://HOST/r/NAME."),
          refs: Optional[List[str]] = typer.Argument(None, help="Refs or versions to pull (default: every ref)."),
          force: bool = typer.Option(False, "--force", help="Move refs here even when not a fast-forward."),
          as_json: bool = JsonOpt):
@@ -708,3 +717,25 @@ def _register_dlv() -> None:
 
 
 _register_dlv()
+
+
+# The hub (pas/hub, docs/hub.md): `pas serve`. FastAPI and uvicorn are the
+# `hub` extra, imported only when the command runs.
+def _register_hub() -> None:
+    @app.command()
+    def serve(repos: List[str] = typer.Argument(None, help="Repositories to serve: PATH or NAME=PATH (also s3:// URLs)."),
+              host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+              port: int = typer.Option(8000, "--port", help="Port to listen on."),
+              config: Optional[Path] = typer.Option(None, "--config", help="hub.toml: repositories, users, "
+                                                    "tokens, permissions, limits (docs/hub.md)."),
+              log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level.")):
+        """Serve repositories over HTTP: a JSON API, the pull/publish protocol and web pages (docs/hub.md)."""
+        try:
+            from ..hub.app import serve as run
+            from ..hub.config import load_config
+        except ImportError as exc:
+            raise BadInput(f"pas serve needs the hub extra: pip install 'pas[hub]' ({exc.name} is missing)") from None
+        run(load_config(config, repos or []), host=host, port=port, log_level=log_level)
+
+
+_register_hub()
