@@ -377,3 +377,16 @@ def test_frame_refuses_oversized_config():
 
     with pytest.raises(ValueError):
         codecs.frame(Big(), b"x")
+
+
+def test_zstd_frame_declaring_another_size_is_refused_before_allocating():
+    """python-zstandard allocates what a frame header declares, whatever
+    max_output_size says: a damaged header once raised MemoryError (decoder fuzz)."""
+    import zstandard
+
+    from pas.codecs import Zstd
+    from pas.errors import IntegrityError
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(bytes(1 << 20))
+    with pytest.raises(IntegrityError, match="declares 1048576 bytes"):
+        Zstd().decode(frame, 4096)
+    assert bytes(Zstd().decode(frame, 1 << 20)) == bytes(1 << 20)
