@@ -679,20 +679,26 @@ def _bounded(text: str, limit: int = 1000) -> str:
 
 
 def main() -> None:
+    run_app(app, "pas")
+
+
+def run_app(typer_app, prog: str) -> None:
+    """Run a typer app as a command (``pas``, ``dlv``): typed errors print one
+    ``PROG: error: ...`` line and exit with their class's code (pas/errors.py)."""
     import warnings
-    warnings.showwarning = lambda message, *args, **kwargs: typer.echo(f"pas: warning: {message}", err=True)
+    warnings.showwarning = lambda message, *args, **kwargs: typer.echo(f"{prog}: warning: {message}", err=True)
     try:
-        rc = app(standalone_mode=False)
+        rc = typer_app(standalone_mode=False)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except PasError as exc:
-        typer.echo(f"pas: error: {_bounded(str(exc))}", err=True)
+        typer.echo(f"{prog}: error: {_bounded(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:
         # Reading inputs and writing outputs (not the store, whose errors are
         # StoreError): a bad path, a full disk, a name too long for the OS.
         name = f": {_bounded(str(exc.filename), 200)}" if exc.filename else ""
-        typer.echo(f"pas: error: {exc.strerror or exc}{name}", err=True)
+        typer.echo(f"{prog}: error: {exc.strerror or exc}{name}", err=True)
         sys.exit(StoreError.exit_code if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) else BadInput.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

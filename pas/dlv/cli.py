@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import BadInput, PasError
+from ..errors import BadInput
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="dlv: model versioning over pas (ModelHub's DLV verbs). See docs/dlv.md.")
@@ -532,36 +532,6 @@ def register(pas_app) -> None:
             pas_app.command(verb)(_FUNCS[verb])
 
 
-def _bounded(text: str, limit: int = 1000) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
-
-
 def main() -> None:
-    import errno
-    import warnings
-
-    from ..errors import StoreError
-    warnings.showwarning = lambda message, *args, **kwargs: typer.echo(f"dlv: warning: {message}", err=True)
-    try:
-        rc = app(standalone_mode=False)
-        if isinstance(rc, int) and rc:
-            sys.exit(rc)
-    except PasError as exc:
-        typer.echo(f"dlv: error: {_bounded(str(exc))}", err=True)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        name = f": {_bounded(str(exc.filename), 200)}" if exc.filename else ""
-        typer.echo(f"dlv: error: {exc.strerror or exc}{name}", err=True)
-        sys.exit(StoreError.exit_code if exc.errno in (errno.ENOSPC, errno.EIO, errno.EDQUOT) else BadInput.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    from ..cli import run_app
+    run_app(app, "dlv")
