@@ -572,17 +572,7 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
     the repository's delta.max_depth. New chunks are written and flushed,
     every re-encoded tensor is decoded and checked bit-exact, then all new
     records are committed in one atomic batch; old chunks are removed by gc."""
-    import math
-    if algorithm not in _PLAN_ALGORITHMS:
-        raise BadInput(f"unknown algorithm {algorithm!r} (choose from {', '.join(_PLAN_ALGORITHMS)})")
-    if alpha is not None and max_seconds is not None:
-        raise BadInput("--budget and --max-seconds exclude each other")
-    if alpha is not None and not (alpha > 0 and math.isfinite(alpha)):
-        raise BadInput(f"--budget must be a positive number, got {alpha!r}")
-    if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
-        raise BadInput(f"--max-seconds must be a finite number >= 0, got {max_seconds!r}")
-    from ..archive.plan import check_model
-    check_model(recreation)
+    check_plan_options(algorithm, alpha, max_seconds, recreation)
     from ..repo import parse_size
     limit = parse_size(memory_limit) if memory_limit is not None else None
     from ..archive.repack import repack as run_repack
@@ -614,6 +604,23 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
             typer.echo(f"gc removed {i['gc']['chunks']} chunks and {i['gc']['tensors']} records ({_mb(i['gc']['bytes'])})")
         typer.echo(f"physical {_mb(i['physical_before'])} -> {_mb(i['physical_after'])} in {i['seconds']:.1f} s")
     _emit(info, as_json, human)
+
+
+def check_plan_options(algorithm: str, alpha: Optional[float], max_seconds: Optional[float],
+                       recreation: str) -> None:
+    """The storage planner's options (pas repack, dlv archive), each refused with a clear message."""
+    import math
+
+    from ..archive.plan import check_model
+    if algorithm not in _PLAN_ALGORITHMS:
+        raise BadInput(f"unknown algorithm {algorithm!r} (choose from {', '.join(_PLAN_ALGORITHMS)})")
+    if alpha is not None and max_seconds is not None:
+        raise BadInput("--budget and --max-seconds exclude each other")
+    if alpha is not None and not (alpha > 0 and math.isfinite(alpha)):
+        raise BadInput(f"--budget must be a positive number, got {alpha!r}")
+    if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
+        raise BadInput(f"--max-seconds must be a finite number >= 0, got {max_seconds!r}")
+    check_model(recreation)
 
 
 def _transfer_summary(verb: str, where: str, r: dict) -> str:

@@ -221,20 +221,9 @@ def archive(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst
             dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Plan and report; write nothing."),
             as_json: bool = JsonOpt):
     """Run the storage planner over the repository and apply its plan (what `pas repack` does)."""
-    import math
-
-    from ..archive import ALGORITHMS
-    from ..archive.plan import check_model
     from ..archive.repack import repack
-    if algorithm not in ALGORITHMS:
-        raise BadInput(f"unknown algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
-    if alpha is not None and max_seconds is not None:
-        raise BadInput("--budget and --max-seconds exclude each other")
-    if alpha is not None and not (alpha > 0 and math.isfinite(alpha)):
-        raise BadInput(f"--budget must be a positive number, got {alpha!r}")
-    if max_seconds is not None and not (max_seconds >= 0 and math.isfinite(max_seconds)):
-        raise BadInput(f"--max-seconds must be a finite number >= 0, got {max_seconds!r}")
-    check_model(recreation)
+    from ..cli import check_plan_options
+    check_plan_options(algorithm, alpha, max_seconds, recreation)
     with _open(write=not dry_run) as repo:
         res = repack(repo, algorithm, alpha, max_seconds, recreation, dry_run=dry_run, gc=True)
     info = res.to_json()
