@@ -26,30 +26,12 @@ import json
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from .datasets import cache_dir
+from .s3_local import new_bucket, start_moto
 
 MB = 1e6
-
-
-def _server():
-    import logging
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, f"http://{host}:{port}"
-
-
-def _bucket(endpoint: str) -> str:
-    import boto3
-    name = "pas-bench-" + uuid.uuid4().hex[:8]
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=name)
-    return name
 
 
 def _opts(endpoint: str, **extra) -> dict:
@@ -67,10 +49,10 @@ def run(dataset: str, work: Path) -> dict:
     lin = next(l for l in man["lineages"] if l["name"] == dataset)
     files = [(v["id"], v["parent"], cache_dir() / "corpus" / v["path"]) for v in lin["versions"]]
     logical = sum(p.stat().st_size for _, _, p in files)
-    server, endpoint = _server()
+    server, endpoint = start_moto()
     out: dict = {"dataset": dataset, "versions": len(files), "logical_bytes": logical}
     try:
-        bucket = _bucket(endpoint)
+        bucket = new_bucket(endpoint, "pas-bench-")
         raw = ObjectStore(bucket, prefix="raw", endpoint=endpoint, access_key_id="testing",
                           secret_access_key="testing", region="us-east-1", client_options={"allow_http": True})
         # local repository, archived untimed (pushing is what is measured)

@@ -9,31 +9,12 @@ conditional PUTs could both pass there; S3 itself decides them atomically.
 from __future__ import annotations
 
 import http.client
-import logging
 import threading
 import time
-import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing", "region": "us-east-1"}
-
-
-def start_moto():
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from moto.server import ThreadedMotoServer
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, f"http://{host}:{port}"
-
-
-def new_bucket(endpoint: str) -> str:
-    import boto3
-    name = "pas-" + uuid.uuid4().hex[:12]
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=name)
-    return name
+from bench.s3_local import CREDENTIALS, new_bucket, start_moto  # noqa: F401 - the tests' entry point
 
 
 class FaultProxy:
@@ -123,3 +104,18 @@ class FaultProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def proxy_fixture():
+    """A module-scoped pytest fixture: a moto server behind a `FaultProxy`
+    (``proxy = s3_server.proxy_fixture()`` in a test module)."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def proxy():
+        server, endpoint = start_moto()
+        p = FaultProxy(endpoint)
+        yield p
+        p.close()
+        server.stop()
+    return proxy

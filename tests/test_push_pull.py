@@ -7,17 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import safetensors.numpy as safetensors_numpy
-from s3_server import CREDENTIALS, FaultProxy, new_bucket, start_moto
+from s3_server import CREDENTIALS, new_bucket, proxy_fixture
 from test_cli import _env, pas, pas_json
 
 
-@pytest.fixture(scope="module")
-def proxy():
-    server, endpoint = start_moto()
-    p = FaultProxy(endpoint)
-    yield p
-    p.close()
-    server.stop()
+proxy = proxy_fixture()
 
 
 def _models(tmp_path, n=3):

@@ -7,19 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import safetensors.numpy as safetensors_numpy
-from s3_server import CREDENTIALS, FaultProxy, new_bucket, start_moto
+from s3_server import CREDENTIALS, new_bucket, proxy_fixture
 from test_cli import _env, pas, pas_json
 
 from pas.stores.s3 import S3Store
 
 
-@pytest.fixture(scope="module")
-def proxy():
-    server, endpoint = start_moto()
-    p = FaultProxy(endpoint)
-    yield p
-    p.close()
-    server.stop()
+proxy = proxy_fixture()
 
 
 def _model(seed: int, base: dict | None = None) -> dict:
