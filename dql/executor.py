@@ -219,9 +219,6 @@ class Executor:
         return ModelVersion(self.repo, self.repo.version(res.version_id))
 
     # ---------------------------------------------------------- conditions
-    def holds(self, cond: A.Cond, var: str, mv) -> bool:
-        return bool(self.bindings(cond, {var: mv}, {}))
-
     def bindings(self, cond: A.Cond, env: dict, caps: dict[str, str]) -> list[dict[str, str]]:
         """The capture bindings (extending ``caps``) under which ``cond`` holds; [] if none."""
         if isinstance(cond, A.And):

@@ -72,7 +72,7 @@ def parse(text: str) -> A.Statement:
         query = _Build(text).query(tree)
     except RecursionError:
         raise DQLError(f"query nested deeper than {MAX_DEPTH} levels") from None
-    _check(query, text)
+    _check_query(query, set())   # variables bound, captures defined before use
     return A.Statement(query, text)
 
 
@@ -411,11 +411,6 @@ def _positive_int(v, what: str, pos) -> None:
 
 
 # ------------------------------------------------------------ static checks
-def _check(query: A.Query, text: str) -> None:
-    """Variables bound, captures defined before use: what needs no repository."""
-    _check_query(query, set())
-
-
 def _bound_vars(query: A.Query) -> set[str]:
     out = {query.var}
     if isinstance(query.source, A.AllVersions):
@@ -446,7 +441,7 @@ def _check_query(query: A.Query, outer: set[str]) -> None:
         for e in query.edits:
             if e.selector.var not in bound:
                 raise DQLSemanticError(f"unknown variable {e.selector.var!r}", *e.pos)
-            defined = captures | set(_captures_in(e.selector.pattern))
+            defined = captures | patterns.definitions(e.selector.pattern)
             used = patterns.references(e.selector.pattern)
             if e.template is not None:
                 for a in list(e.template.args) + [v for _, v in e.template.kwargs]:
@@ -455,10 +450,6 @@ def _check_query(query: A.Query, outer: set[str]) -> None:
             missing = sorted(used - defined)
             if missing:
                 raise DQLSemanticError(f"{missing[0]} is used before a selector captures it", *e.pos)
-
-
-def _captures_in(pattern: str) -> list[str]:
-    return ["$" + m.group(1) for m in patterns._CAPTURE.finditer(pattern)]
 
 
 def _walk_cond(c):
@@ -488,16 +479,16 @@ def _captures_defined(node) -> set[str]:
     sels = [x for x in ([node.left, node.right] if isinstance(node, A.Compare) else
                         [node.left] if isinstance(node, A.Like) else
                         [node.selector] if isinstance(node, A.Has) else []) if isinstance(x, A.Selector)]
-    return {c for s in sels for c in _captures_in(s.pattern)}
+    return {c for s in sels for c in patterns.definitions(s.pattern)}
 
 
 def _capture_uses(node):
     if isinstance(node, A.Has):
-        refs = set(patterns.references(node.selector.pattern)) - set(_captures_in(node.selector.pattern))
+        refs = patterns.references(node.selector.pattern)
         for a in list(node.template.args) + [v for _, v in node.template.kwargs]:
             if isinstance(a, str):
                 refs |= patterns.references(a)
-        defined_here = set(_captures_in(node.selector.pattern))
+        defined_here = patterns.definitions(node.selector.pattern)
         for r in sorted(refs - defined_here):
             yield r, node.pos
 

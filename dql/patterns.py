@@ -112,10 +112,14 @@ def substitute(text: str, captures: dict[str, str]) -> str:
     return _REFERENCE.sub(repl, text)
 
 
+def definitions(text: str) -> set[str]:
+    """The captures ``text`` defines (``($n)``)."""
+    return {"$" + m.group(1) for m in _CAPTURE.finditer(text)}
+
+
 def references(text: str) -> set[str]:
     """The captures ``text`` uses (``$n`` not in a ``($n)`` definition)."""
-    defined = {"$" + m.group(1) for m in _CAPTURE.finditer(text)}
-    return {"$" + m.group(1) for m in _REFERENCE.finditer(text)} - defined
+    return {"$" + m.group(1) for m in _REFERENCE.finditer(text)} - definitions(text)
 
 
 @lru_cache(maxsize=1024)
