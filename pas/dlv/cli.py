@@ -419,13 +419,14 @@ def query(text: str = typer.Argument(..., help="A DQL statement (docs/dql.md).")
     """Run a DQL statement: select, slice, construct or evaluate (docs/dql.md)."""
     import dql
     from dql import saved
-    dql.parse(text)   # a syntax error is reported before the repository is opened
+    from dql.ast import Select
+    stmt = dql.parse(text)   # a syntax error is reported before the repository is opened
     if save is not None:
         saved.save(_root(), save, text)
         _emit({"saved": save}, as_json, lambda i: typer.echo(f"saved query {i['saved']!r}"))
         return
     # select only reads; slice, construct and evaluate commit new versions.
-    write = not explain and dql.parse(text).query.__class__.__name__ != "Select"
+    write = not explain and not isinstance(stmt.query, Select)
     named = saved.load(_root())
     with _open(write=write) as repo:
         if explain:
