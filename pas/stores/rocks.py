@@ -94,9 +94,12 @@ class RocksStore(Store):
         # this option, so repositories written either way open either way.
         opts.set_enable_blob_files(True)
         opts.set_min_blob_size(BLOB_MIN_BYTES)
-        # Blobs of deleted objects (pas gc) are reclaimed as compactions
-        # rewrite the blob files they sit in.
-        opts.set_enable_blob_gc(True)
+        # Blob garbage collection stays off: with it on, every compaction
+        # rewrites the live blobs of the oldest quarter of blob files, garbage
+        # or not (measured: archiving the corpus wrote 645 MB instead of 523 MB
+        # for the same 385 MB). Blobs only become garbage when pas gc deletes
+        # objects, and `compact` turns collection on for that one compaction.
+        opts.set_enable_blob_gc(False)
         access = AccessType.read_only() if read_only else AccessType.read_write()
         _check_options_file(self.path)
         try:
@@ -187,8 +190,8 @@ class RocksStore(Store):
 
     def compact(self) -> None:
         # Deleted chunks live on in blob files until a compaction relocates the
-        # live blobs of those files; RocksDB does that lazily, for the oldest
-        # quarter of them. For this one compaction every blob file holding
+        # live blobs of those files (blob garbage collection, off otherwise: see
+        # __init__). For this one compaction every blob file holding
         # garbage is rewritten (measured: 100 MiB of chunks, 90 deleted: 101 MB
         # on disk; plain compaction 21 MB; this 11 MB, 0.2 s). The options go
         # back after it; a crash in between leaves only an unused OPTIONS file
@@ -200,12 +203,14 @@ class RocksStore(Store):
         co.set_bottommost_level_compaction(BottommostLevelCompaction.force())
         try:
             crash_point("store.compact")
-            self._db.set_options({"blob_garbage_collection_age_cutoff": "1.0",
+            self._db.set_options({"enable_blob_garbage_collection": "true",
+                                  "blob_garbage_collection_age_cutoff": "1.0",
                                   "blob_garbage_collection_force_threshold": "0.0"})
             try:
                 self._db.compact_range(None, None, co)
             finally:
-                self._db.set_options({"blob_garbage_collection_age_cutoff": "0.25",
+                self._db.set_options({"enable_blob_garbage_collection": "false",
+                                      "blob_garbage_collection_age_cutoff": "0.25",
                                       "blob_garbage_collection_force_threshold": "1.0"})
                 _record_options_file(self.path)
         except Exception as exc:  # noqa: BLE001
