@@ -110,6 +110,9 @@ def summarize(datasets, meta, raw: dict) -> dict:
             # repeat i of every scheme was taken side by side (bench.measure): per-repeat totals pair up
             n_rep = min(len(x["retrieve_s_all"]) for x in vrs)
             per_repeat = [round(sum(x["retrieve_s_all"][i] for x in vrs), 4) for i in range(n_rep)]
+            # likewise archive pass i (bench.measure interleaves the passes too)
+            n_pass = min((len(x.get("archive_s_all") or []) for x in vrs), default=0)
+            per_pass = [round(sum(x["archive_s_all"][i] for x in vrs), 4) for i in range(n_pass)]
             cold = (r.get("cold") or {}).get(ds.name)
             a_s = sum(x["archive_s"] for x in vrs)
             r_s = sum(x["retrieve_s"] for x in vrs)
@@ -121,7 +124,7 @@ def summarize(datasets, meta, raw: dict) -> dict:
                 "ok": all(x["verified"] for x in vrs), "logical_bytes": lb, "physical_bytes": phys,
                 "entropy_floor": floor, "planes": planes,
                 "retrieve_peak_bytes": max(peaks, default=None), "retrieve_s_range": spread,
-                "retrieve_s_per_repeat": per_repeat,
+                "retrieve_s_per_repeat": per_repeat, "archive_pass_s": per_pass,
                 "cold_newest_s": cold["seconds"] if cold else None,
                 "ratio": round(phys / lb, 4) if lb else None, "factor": round(lb / phys, 3) if phys else None,
                 "archive_s": a_s, "archive_mb_s": mbps(lb, a_s),
@@ -177,10 +180,11 @@ def _f(x, fmt="{:.1f}", none="–"):
     return none if x is None else fmt.format(x)
 
 
-def paired_range(p: dict, x: dict) -> tuple[float, float] | None:
-    """Lowest and highest of x's / p's all-versions retrieve time over the repeats,
-    each repeat taken side by side (bench.measure), so the pair shares the machine's state."""
-    pairs = [b / a for a, b in zip(p.get("retrieve_s_per_repeat") or [], x.get("retrieve_s_per_repeat") or []) if a]
+def paired_range(p: dict, x: dict, key: str = "retrieve_s_per_repeat") -> tuple[float, float] | None:
+    """Lowest and highest of x's / p's all-versions time over the repeats (``key``:
+    ``retrieve_s_per_repeat`` or ``archive_pass_s``), each repeat taken side by side
+    (bench.measure), so the pair shares the machine's state: the run's noise band."""
+    pairs = [b / a for a, b in zip(p.get(key) or [], x.get(key) or []) if a and b]
     return (min(pairs), max(pairs)) if len(pairs) > 1 else None
 
 
@@ -196,8 +200,9 @@ def answers_md(report: dict) -> list[str]:
          "Per dataset (and for everything in one store): the smallest scheme, the fastest to retrieve every "
          "version, and pas against each alternative: **size** = alternative's footprint / pas's (above 1: pas "
          "is smaller), **retrieve** and **archive** = pas's MB/s / the alternative's (above 1: pas is faster; in "
-         "brackets the lowest and highest retrieve ratio over the repeats, each repeat of the two taken side by "
-         "side). "
+         "brackets the lowest and highest ratio over the repeats or archive passes, each repeat of the two taken "
+         "side by side: the run's noise band, which `python -m bench.compare` uses to tell whether two runs "
+         "agree). "
          "Floor = pas's footprint / the entropy floor of what it stores.", ""]
     rows = [(d["name"], d["schemes"]) for d in report["datasets"]] + [("**all** (one store)", report["totals"])]
     pas_names = [s for s in report["totals"] if s == "pas"]
@@ -219,7 +224,9 @@ def answers_md(report: dict) -> list[str]:
             if p is None or x is None:
                 cells.append("–")
                 continue
+            arng = paired_range(p, x, "archive_pass_s")
             arch = (f" · archive {p['archive_mb_s'] / x['archive_mb_s']:.2f}x"
+                    + (f" ({arng[0]:.2f}–{arng[1]:.2f})" if arng else "")
                     if p.get("archive_mb_s") and x.get("archive_mb_s") else "")
             rng = paired_range(p, x)
             rng = f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""

@@ -165,6 +165,23 @@ def test_compare_flags_moved_ratios_and_sizes(tmp_path, capsys):
     assert "✗" in out and "+50%" in out
 
 
+def test_compare_accepts_a_move_within_both_runs_noise(tmp_path, capsys):
+    """A ratio that moved beyond the tolerance reproduces when the two runs' per-repeat
+    bands overlap (the noise each run measured), and does not when they are apart."""
+    def run(pas_s, alt_s):
+        r = _report(200, 100 * sum(alt_s) / sum(pas_s))
+        for part in (r["datasets"][0]["schemes"], r["totals"]):
+            part["pas"]["retrieve_s_per_repeat"], part["alt"]["retrieve_s_per_repeat"] = pas_s, alt_s
+        return r
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(run([1.0, 1.0, 1.0], [1.3, 1.6, 1.4])))    # ratios 1.3-1.6, median 1.4
+    b.write_text(json.dumps(run([1.0, 1.0, 1.0], [1.1, 1.35, 1.15])))  # 1.1-1.35: -18%, bands overlap
+    c.write_text(json.dumps(run([1.0, 1.0, 1.0], [1.0, 1.1, 1.05])))   # 1.0-1.1: -25%, apart
+    assert compare.main([str(a), str(b)]) == 0
+    assert compare.main([str(a), str(c)]) == 1
+    assert "(1.30–1.60)" in capsys.readouterr().out
+
+
 def test_allocator_is_pinned_in_a_child():
     """bench.memory.pin_allocator fixes glibc's mmap threshold (a per-run state otherwise)."""
     import subprocess
