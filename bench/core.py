@@ -11,7 +11,9 @@ the paper's SD-shaped synthetic lineage tree (``bench.synthetic``).
 
 For every scheme (``bench.schemes``) every version of every dataset is archived
 into ONE store per scheme (datasets in order, parents before children), that
-pass repeated ``--repeat`` times into fresh stores (the last store is kept),
+pass repeated ``--repeat`` times into fresh stores (the last store is kept; a
+scheme ten times slower than the fastest in the first pass is timed in that
+pass only, `bench.measure.SLOW_ARCHIVE_FACTOR`),
 and a dataset the fastest scheme archives in milliseconds archived alone
 into scratch stores more times, by the same rule as retrieval below;
 then every version is retrieved whole ``--repeat`` times and one tensor (the one

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ class _Quiet:
         return contextlib.nullcontext(lambda n=1: None)
 
 
-def _fake(name: str, broken: bool = False) -> type[Scheme]:
+def _fake(name: str, broken: bool = False, archive_delay: float = 0.0) -> type[Scheme]:
     """A scheme that keeps each version's tensors in memory and logs every call."""
 
     class Fake(Scheme):
@@ -37,6 +38,7 @@ def _fake(name: str, broken: bool = False) -> type[Scheme]:
 
         def archive(self, version_path, parent_id, name=""):
             CALLS.append((type(self).name, "archive", name))
+            time.sleep(archive_delay)
             vid = self._new_id()
             self.kept[vid] = tensorio.load(version_path)
             self.added[vid] = Path(version_path).stat().st_size
@@ -134,6 +136,19 @@ def test_a_wrong_bit_fails_that_scheme_only(tmp_path):
                      repeat=1, archive_repeat=1, one_repeat=1, rep=_Quiet())
     assert res["good"]["ok"]
     assert not res["bad"]["ok"] and "not bit-exact" in res["bad"]["error"]
+
+
+def test_a_much_slower_archiver_is_timed_in_one_pass(tmp_path):
+    """Past SLOW_ARCHIVE_FACTOR x the fastest scheme's first pass, a scheme is not
+    archived again; its first store is the one retrieved from (bit-exact)."""
+    ds = _dataset(tmp_path / "data", n=2)
+    CALLS.clear()
+    res = run_matrix([_fake("quick"), _fake("slow", archive_delay=0.05)], [ds], plan_versions([ds]),
+                     tmp_path / "work", repeat=1, archive_repeat=3, one_repeat=1, rep=_Quiet())
+    archives = [c for c in CALLS if c[1] == "archive"]
+    assert sum(c[0] == "quick" for c in archives) >= 3 * 2 and sum(c[0] == "slow" for c in archives) == 2
+    assert len(res["slow"]["archive_pass_s"]) == 1 and len(res["quick"]["archive_pass_s"]) == 3
+    assert res["slow"]["ok"] and res["quick"]["ok"]
 
 
 def test_memory_probe_measures_each_scheme_in_a_process_apart(tmp_path):
