@@ -30,22 +30,27 @@ from .dtypes import DType
 LAYOUTS = ("planes", "planes-exp")
 
 # Below this many elements numpy does the work: importing Numba and loading
-# its kernels costs ~0.7-1 s per process, while numpy runs these passes at
-# ~450 MB/s against Numba's ~3 GB/s. So a tensor of NUMBA_MIN_ELEMENTS or more
-# uses Numba, unless the whole call (an archive or a retrieve, which says so
-# through `workload`) is smaller than NUMBA_WORTH_ELEMENTS: loading pays off
-# only past a few hundred MB (measured on a 90 MB MiniLM, one process per
-# call: `pas archive` 1.1-1.4 s on numpy, 1.8-2.7 s with Numba; `pas retrieve`
-# 1.0-1.2 vs 1.8-2.0 s). A process that keeps working (a training loop, the
-# benchmark, many versions of a small model) loads the kernels once the work
-# numpy did adds up to NUMBA_WORTH_ELEMENTS, each call counted
-# NUMBA_CALL_ELEMENTS more (numpy's per-call overhead on small tensors).
+# its kernels costs ~0.7-2 s per process (numba's own import pulls in
+# scipy.linalg for its BLAS check, and the first kernel initialises its CPU
+# target), while numpy runs these passes at ~450 MB/s against Numba's ~3 GB/s.
+# So a tensor of NUMBA_MIN_ELEMENTS or more uses Numba, unless the whole call
+# (an archive or a retrieve, which says so through `workload`) is smaller than
+# NUMBA_WORTH_ELEMENTS: loading pays off only past a few hundred MB (measured on
+# a 90 MB MiniLM, one process per call: `pas archive` 1.1-1.4 s on numpy,
+# 1.8-2.7 s with Numba; `pas retrieve` 1.0-1.2 vs 1.8-2.0 s). The choice is made
+# when a workload starts and holds to its end: a retrieve down a delta chain
+# merges every level, and counting those passes as they came loaded Numba in
+# the middle of a single `pas retrieve` (2.5 s for a version 3 levels deep,
+# 0.33 s on numpy). A process that keeps working (a training loop, the
+# benchmark, many versions of a small model) loads the kernels at the start of
+# a workload once the work numpy did adds up to NUMBA_WORTH_ELEMENTS, each call
+# counted NUMBA_CALL_ELEMENTS more (numpy's per-call overhead on small tensors).
 NUMBA_MIN_ELEMENTS = 1 << 18
 NUMBA_LOADED_MIN_ELEMENTS = 0
 NUMBA_WORTH_ELEMENTS = 1 << 26
 NUMBA_CALL_ELEMENTS = 1 << 12
 _numpy_work = 0
-_workload: int | None = None
+_numba_decided: bool | None = None   # inside a `workload`: may its big tensors use Numba
 
 
 def _kernels(k: int):
@@ -57,24 +62,26 @@ def _use_numba(n: int) -> bool:
     global _numpy_work
     if "pas._plane_kernels" in sys.modules:
         return n >= NUMBA_LOADED_MIN_ELEMENTS
-    big = n >= NUMBA_MIN_ELEMENTS
-    if big and (_workload is None or _workload >= NUMBA_WORTH_ELEMENTS):
+    if n >= NUMBA_MIN_ELEMENTS and (_numba_decided is None or _numba_decided):
         return True
     _numpy_work += n + NUMBA_CALL_ELEMENTS
-    return _numpy_work >= NUMBA_WORTH_ELEMENTS
+    return _numba_decided is None and _numpy_work >= NUMBA_WORTH_ELEMENTS
 
 
 @contextlib.contextmanager
 def workload(elements: int):
     """Declare that the calls inside will split or merge about ``elements``
-    elements in all (an archive or a retrieve): below NUMBA_WORTH_ELEMENTS,
-    and unless Numba is already loaded, numpy does the work (see above)."""
-    global _workload
-    before, _workload = _workload, int(elements)
+    elements in all (an archive or a retrieve): unless Numba is already
+    loaded, or this workload or the numpy work done so far reaches
+    NUMBA_WORTH_ELEMENTS, numpy does all of it (see above)."""
+    global _numba_decided
+    before = _numba_decided
+    if before is None:
+        _numba_decided = int(elements) >= NUMBA_WORTH_ELEMENTS or _numpy_work >= NUMBA_WORTH_ELEMENTS
     try:
         yield
     finally:
-        _workload = before
+        _numba_decided = before
 
 
 def _params(dtype: DType, layout: str) -> tuple[int, int, int]:
@@ -165,15 +172,30 @@ def merge(planes, dtype: DType, layout: str = "planes",
                 p.flags.writeable = False
         _kernels(k)[1](planes, basew, code, out, rot, e, m)
         return out
-    if in_place:
-        basew = basew.copy()   # numpy writes the planes into ``out`` before reading the base
-    view = out.view(np.uint8).reshape(n, k)
-    for p in range(k):
-        view[:, k - 1 - p] = planes[p]
-    if rot:
-        out[:] = _rotate_np(out, dtype, inverse=True)
-    if code:
-        out[:] = delta.decode(out, basew, op)
+    # numpy: the planes go into a scratch word array (``out`` itself without a
+    # delta), then the delta is applied into ``out``, reading each base word
+    # before writing it.
+    words = np.empty(n, dtype=dtype.bits_dtype) if code else out
+    view = words.view(np.uint8).reshape(n, k)
+    if rot and e == 8:
+        # float32 and bfloat16: planes 0-1 are exponent | sign, mantissa; the
+        # original top two bytes are sign, exponent | mantissa. Undoing the
+        # permutation on those two bytes costs a fraction of a pass over the
+        # words (measured on 12M float32: 180 -> 60 ms for the whole merge).
+        p0, p1 = planes[0], planes[1]
+        view[:, k - 1] = (p1 & np.uint8(0x80)) | (p0 >> np.uint8(1))
+        view[:, k - 2] = ((p0 & np.uint8(1)) << np.uint8(7)) | (p1 & np.uint8(0x7F))
+        for p in range(2, k):
+            view[:, k - 1 - p] = planes[p]
+    else:
+        for p in range(k):
+            view[:, k - 1 - p] = planes[p]
+        if rot:
+            words[:] = _rotate_np(words, dtype, inverse=True)
+    if code == delta.OPS["xor"]:
+        np.bitwise_xor(basew, words, out=out)
+    elif code:
+        out[:] = delta.decode(words, basew, op)
     return out
 
 

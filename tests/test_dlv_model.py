@@ -78,11 +78,44 @@ def test_hyperparams_json_and_yaml():
 
 
 # -------------------------------------------------------------- diff statistics
+@pytest.fixture(params=["numba", "numpy"])
+def stats_kernel(request, monkeypatch):
+    """The statistics tests run on both kernels (Numba, and numpy for processes
+    that have not loaded Numba)."""
+    import pas.dlv.diff as diff_mod
+    if request.param == "numba":
+        from pas.dlv._diff_kernel import stats
+        monkeypatch.setattr(diff_mod, "_kernel", lambda n: stats)
+    else:
+        monkeypatch.setattr(diff_mod, "_kernel", lambda n: diff_mod._numpy_stats)
+    return request.param
+
+
 def _stats(a, b, dtype="F32"):
     return tensor_stats(np.asarray(a), np.asarray(b), dtype)
 
 
-def test_stats_are_bitwise_about_nan_and_signed_zero():
+def test_numpy_and_numba_stats_agree_on_hostile_values():
+    """Random tensors with NaN, inf, signed zeros and huge values, slabs crossed."""
+    import pas.dlv.diff as diff_mod
+    from pas.dlv._diff_kernel import stats
+    rng = np.random.default_rng(7)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-45], np.float32)
+    for case in range(60):
+        n = int(rng.integers(1, 3000)) if case else diff_mod.SLAB + 5
+        a = rng.normal(0, 1, n).astype(np.float32)
+        b = a + rng.normal(0, 1e-3, n).astype(np.float32) * (rng.random(n) < 0.5)
+        for arr, count in ((b, 20), (a, 5)):
+            idx = rng.integers(0, n, int(rng.integers(0, count)))
+            arr[idx] = rng.choice(specials, len(idx))
+        got = diff_mod._numpy_stats(a, b, a.view(np.uint32), b.view(np.uint32))
+        want = stats(a, b, a.view(np.uint32), b.view(np.uint32))
+        assert got[:2] == tuple(want[:2]), case
+        for g, w in zip(got[2:], want[2:]):
+            assert g == w or g == pytest.approx(w, rel=1e-9), (case, got, want)
+
+
+def test_stats_are_bitwise_about_nan_and_signed_zero(stats_kernel):
     nan = np.float32("nan")
     s = _stats(np.array([1.0, nan, 0.0, 2.0], np.float32), np.array([1.0, nan, -0.0, 2.0], np.float32))
     # The NaN is the same bit pattern: unchanged. -0.0 is another bit pattern: changed, by 0 in value.
@@ -96,7 +129,7 @@ def test_stats_are_bitwise_about_nan_and_signed_zero():
     assert s["nonfinite_changed"] == 1 and s["max_abs"] == 0.0
 
 
-def test_stats_values():
+def test_stats_values(stats_kernel):
     rng = np.random.default_rng(0)
     a = rng.standard_normal(10_000).astype(np.float32)
     b = a.copy()
@@ -112,7 +145,7 @@ def test_stats_values():
     assert (same["changed_elements"], same["rel_l2"], same["max_abs"]) == (0, 0.0, 0.0)
 
 
-def test_stats_bf16_f8_and_integers():
+def test_stats_bf16_f8_and_integers(stats_kernel):
     a = np.array([0x3F80, 0x4000], np.uint16)            # BF16 1.0, 2.0 (bit views)
     b = np.array([0x3F80, 0x4040], np.uint16)            # 1.0, 3.0
     s = tensor_stats(a, b, "BF16")

@@ -180,8 +180,10 @@ def test_unknown_layout_refused():
 
 def test_numba_loads_only_when_the_work_pays_for_it():
     """A call declaring a small workload keeps big tensors on numpy (loading Numba
-    costs ~1 s per process); a big workload, or enough numpy work done in the
-    process, loads the kernels. In a fresh process: the module state is global."""
+    costs ~1-2 s per process), to its end however much it merges (a retrieve down
+    a delta chain); a big workload, or the next one once enough numpy work was
+    done in the process, loads the kernels. In a fresh process: the module state
+    is global."""
     import subprocess
     import sys
     code = """
@@ -196,8 +198,11 @@ with planes.workload(w.size):
 assert "pas._plane_kernels" not in sys.modules, "a small call loaded Numba"
 planes.NUMBA_WORTH_ELEMENTS = 6 * w.size          # as if the process kept working
 with planes.workload(w.size):
-    for _ in range(5):
+    for _ in range(8):                            # more than the threshold, in one call
         planes.split(w, dt, "planes-exp")
+assert "pas._plane_kernels" not in sys.modules, "Numba loaded in the middle of a call"
+with planes.workload(w.size):
+    planes.split(w, dt, "planes-exp")
 assert "pas._plane_kernels" in sys.modules, "numpy work adding up did not load Numba"
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

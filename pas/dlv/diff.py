@@ -63,17 +63,52 @@ def _values(arr: np.ndarray, dtype: str) -> np.ndarray:
     return arr
 
 
-_KERNEL = None
+def _kernel(n: int):
+    """The Numba kernel (one pass over both tensors, no temporaries) once Numba is
+    loaded or the diff is big enough to pay for loading it (~1-2 s a process, the
+    rule of `pas.planes`); else the numpy version, slab by slab (five passes and
+    as many float64 temporaries: ~4x slower per element, no start-up)."""
+    import sys
 
-
-def _kernel():
-    """One pass over both tensors, no temporaries (numpy's version made five
-    passes and as many float64 copies: 4x slower than reading the tensors)."""
-    global _KERNEL
-    if _KERNEL is None:
+    from .. import planes
+    if "numba" in sys.modules or n >= planes.NUMBA_WORTH_ELEMENTS:
         from ._diff_kernel import stats
-        _KERNEL = stats
-    return _KERNEL
+        return stats
+    return _numpy_stats
+
+
+def _numpy_stats(va, vb, ba, bb):
+    """`pas.dlv._diff_kernel.stats` in numpy, SLAB elements at a time."""
+    with np.errstate(invalid="ignore", over="ignore"):    # inf - inf and the like: masked out below
+        return _numpy_slabs(va, vb, ba, bb)
+
+
+def _numpy_slabs(va, vb, ba, bb):
+    changed = nonfinite = 0
+    max_abs = sq_a = sq_d = 0.0
+    for i in range(0, va.shape[0], SLAB):
+        x = va[i:i + SLAB].astype(np.float64)
+        y = vb[i:i + SLAB].astype(np.float64)
+        differ = ba[i:i + SLAB] != bb[i:i + SLAB]
+        changed += int(np.count_nonzero(differ))
+        d = y - x         # exact for inputs of 32 bits or less; 0 where the bits are equal and finite
+        sq_a_slab = float(np.dot(x, x))
+        sq_d_slab = float(np.dot(d, d))
+        if np.isfinite(sq_a_slab) and np.isfinite(sq_d_slab):   # all finite: the common case, no masks
+            sq_a += sq_a_slab
+            sq_d += sq_d_slab
+            if d.size:
+                max_abs = max(max_abs, float(np.abs(d).max()))
+            continue
+        finite = np.isfinite(x) & np.isfinite(y)
+        nonfinite += int(np.count_nonzero(differ & ~finite))
+        xf = x[finite]
+        sq_a += float(np.dot(xf, xf))
+        df = d[finite & differ]
+        if df.size:
+            max_abs = max(max_abs, float(np.abs(df).max()))
+            sq_d += float(np.dot(df, df))
+    return changed, nonfinite, max_abs, sq_a, sq_d
 
 
 def tensor_stats(a: np.ndarray, b: np.ndarray, dtype: str) -> dict:
@@ -83,8 +118,8 @@ def tensor_stats(a: np.ndarray, b: np.ndarray, dtype: str) -> dict:
     n = a.size
     bits = np.dtype(f"u{a.dtype.itemsize}")
     fa, fb = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
-    changed, nonfinite, max_abs, sq_a, sq_d = _kernel()(_values(fa, dtype), _values(fb, dtype),
-                                                       fa.view(bits), fb.view(bits))
+    changed, nonfinite, max_abs, sq_a, sq_d = _kernel(n)(_values(fa, dtype), _values(fb, dtype),
+                                                        fa.view(bits), fb.view(bits))
     if sq_d == 0.0:
         rel = 0.0
     elif sq_a == 0.0:
@@ -123,10 +158,12 @@ def weights_diff(repo, va, vb) -> dict:
 
     # Big tensors one per task on the repository's pool (numpy and the
     # decoders release the GIL), small ones here meanwhile: as retrieval does.
+    from .. import planes
     try:
-        big = {i: repo.pool.submit(compare, x, y, False) for i, (x, y) in enumerate(todo)
-               if x.nbytes >= PARALLEL_MIN_BYTES}
-        results = [big[i].result() if i in big else compare(x, y, True) for i, (x, y) in enumerate(todo)]
+        with planes.workload(sum(2 * x.nbytes // dtypes.get(x.dtype).itemsize for x, _ in todo)):
+            big = {i: repo.pool.submit(compare, x, y, False) for i, (x, y) in enumerate(todo)
+                   if x.nbytes >= PARALLEL_MIN_BYTES}
+            results = [big[i].result() if i in big else compare(x, y, True) for i, (x, y) in enumerate(todo)]
     finally:
         repo.reader.clear_cache()
     for (x, _), stats in zip(todo, results):
