@@ -729,7 +729,13 @@ class Repository:
         # would never have been checked), so anything named but not listed is damage.
         bad_chunks: set[bytes] = set()
         listed_chunks: set[bytes] = set()
-        for key, value in self.store.items_prefix(CHUNK):
+
+        def unreadable_chunk(key: bytes, exc: IntegrityError) -> None:
+            listed_chunks.add(key[1:])
+            bad_chunks.add(key[1:])
+            rep.chunks += 1
+            rep.errors.append(str(exc))
+        for key, value in self._items_or_damage(CHUNK, unreadable_chunk):
             addr = key[1:]
             listed_chunks.add(addr)
             rep.chunks += 1
@@ -745,7 +751,12 @@ class Repository:
         bad_tensors: set[bytes] = set()
         base_of: dict[bytes, bytes] = {}
         depth_of: dict[bytes, tuple] = {}
-        for key, value in self.store.items_prefix(TENSOR):
+
+        def unreadable_tensor(key: bytes, exc: IntegrityError) -> None:
+            bad_tensors.add(key[1:])
+            rep.tensors += 1
+            rep.errors.append(str(exc))
+        for key, value in self._items_or_damage(TENSOR, unreadable_tensor):
             addr = key[1:]
             rep.tensors += 1
             try:
@@ -800,8 +811,13 @@ class Repository:
                 refs_of.setdefault(records.unpack_ref(value, ""), []).append(key[1:].decode(errors="replace"))
             except IntegrityError:
                 pass  # reported below
-        version_items = list(self.store.items_prefix(VERSION))   # manifests: small, read once
-        listed_versions = {key[1:] for key, _ in version_items}
+        unreadable: list[tuple[bytes, IntegrityError]] = []
+        version_items = list(self._items_or_damage(VERSION, lambda k, exc: unreadable.append((k, exc))))
+        listed_versions = {key[1:] for key, _ in version_items} | {key[1:] for key, _ in unreadable}
+        for key, exc in unreadable:
+            rep.versions += 1
+            rep.damaged_versions.append("/".join(sorted(refs_of.get(key[1:], []))) + f"@{key[1:].hex()[:12]}")
+            rep.errors.append(str(exc))
         for key, value in version_items:
             vid = key[1:]
             rep.versions += 1
@@ -833,6 +849,36 @@ class Repository:
                 rep.errors.append(str(exc))
         self._verify_journal(rep, listed_versions)
         return rep
+
+    def _items_or_damage(self, prefix: bytes, unreadable: Callable[[bytes, IntegrityError], None]):
+        """``store.items_prefix(prefix)``, except that a value the store refuses as
+        damaged (IntegrityError: the S3 store checks every value it reads against
+        its index) goes to ``unreadable(key, error)`` and the others are still
+        read, so that verify names what is damaged instead of stopping at it."""
+        last = None
+        try:
+            for key, value in self.store.items_prefix(prefix):
+                last = key
+                yield key, value
+            return
+        except IntegrityError:
+            pass      # one value (or a batch read with it) was refused: the rest key by key
+        rest = [k for k in self.store.list_prefix(prefix) if last is None or k > last]
+        for i in range(0, len(rest), 256):
+            part = rest[i:i + 256]
+            try:
+                values = self.store.get_many(part)
+            except IntegrityError:
+                values = []
+                for k in part:
+                    try:
+                        values.append(self.store.get(k))
+                    except IntegrityError as exc:
+                        unreadable(k, exc)
+                        values.append(None)
+            for k, v in zip(part, values):
+                if v is not None:
+                    yield k, v
 
     def _verify_journal(self, rep: VerifyReport, listed_versions: set[bytes]) -> None:
         """Every version the journal names is in the store (versions are never

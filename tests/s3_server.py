@@ -106,6 +106,28 @@ class FaultProxy:
         self.server.server_close()
 
 
+def s3_client(endpoint: str):
+    """A boto3 client of the local server: the tests' independent view of the bucket
+    (read and damage objects behind pas's back)."""
+    import boto3
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["access_key_id"],
+                        aws_secret_access_key=CREDENTIALS["secret_access_key"], region_name=CREDENTIALS["region"])
+
+
+def endpoint_fixture(name: str = "s3_endpoint", scope: str = "module"):
+    """A pytest fixture ``name``: the endpoint URL of a moto server started once per
+    ``scope`` (``s3_endpoint = s3_server.endpoint_fixture()`` in a test module); a
+    session that never asks for it starts none."""
+    import pytest
+
+    @pytest.fixture(scope=scope, name=name)
+    def endpoint():
+        server, url = start_moto()
+        yield url
+        server.stop()
+    return endpoint
+
+
 def proxy_fixture():
     """A module-scoped pytest fixture: a moto server behind a `FaultProxy`
     (``proxy = s3_server.proxy_fixture()`` in a test module)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,10 +61,14 @@ def _emit(obj, as_json: bool, human) -> None:
         human(obj)
 
 
-def _open(write: bool = False):
-    from ..repo import Repository
-    if state.storage_options:
-        return Repository.open(state.repo, write=write, storage_options=state.storage_options)
+def _open(write: bool = False, uncached: bool = False):
+    """The repository; ``uncached``: an s3:// one without this machine's cache (what the bucket holds)."""
+    from ..repo import Repository, is_url
+    opts = state.storage_options
+    if uncached and is_url(state.repo or os.environ.get("PAS_REPO") or ""):
+        opts = {**(opts or {}), "cache_dir": "none"}
+    if opts:
+        return Repository.open(state.repo, write=write, storage_options=opts)
     return Repository.open(state.repo, write=write)
 
 
@@ -340,7 +345,8 @@ def tag(name: str = typer.Argument(...), ref: str = typer.Argument(..., help="Ve
 @app.command()
 def verify(as_json: bool = JsonOpt):
     """Re-hash every chunk, check every record and version; exit 12 on any fault."""
-    with _open() as repo:
+    # On S3: the bucket's bytes, not copies this machine cached when it wrote or read them
+    with _open(uncached=True) as repo:
         from ..records import CHUNK, address_length
         total = sum(address_length(k[1:]) for k in repo.store.list_prefix(CHUNK))
         with _progress(total, "verify") as cb:
