@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from reliability import CLI, STRESS, check_repository, cli_env, copy_repo, crash_points, module_fixtures, pas
+from test_cli import parallel
 
 RANDOM_ARCHIVE_KILLS = int(os.environ.get("PAS_STRESS_KILLS", 800 if STRESS else 8))
 RANDOM_GC_KILLS = 200 if STRESS else 3
@@ -57,9 +58,11 @@ def test_archive_killed_at_every_write_step(lineage):
     points = crash_points(_trial_repo(lineage, "enumerate"), *_archive_args(lineage))
     # two versions, each: bulk chunk batches, a flush before the records, then one synced batch
     assert points.count("store.write") >= 2 and "store.put_many" in points and "store.flush" in points
-    for k in range(1, len(points) + 1):
-        repo = _trial_repo(lineage, f"point-{k}")
-        r = pas(repo, *_archive_args(lineage), PAS_CRASH_AT=str(k))
+    ks = range(1, len(points) + 1)
+    repos = [_trial_repo(lineage, f"point-{k}") for k in ks]
+    runs = parallel(*[lambda repo=repo, k=k: pas(repo, *_archive_args(lineage), PAS_CRASH_AT=str(k))
+                      for repo, k in zip(repos, ks)])    # the kills run side by side, the checks in turn
+    for k, repo, r in zip(ks, repos, runs):
         assert r.returncode == -signal.SIGKILL, (k, points[k - 1], r.returncode, r.stderr[-500:])
         present = check_repository(repo, lineage)
         finish_archive(repo, lineage, present)
@@ -190,12 +193,14 @@ def _after_repack_crash(repo: Path, lineage) -> None:
 
 
 def test_repack_killed_at_every_write_step_and_at_random(lineage, archived):
-    """`pas repack` (re-encode every delta whole) killed at each of its named steps
-    (every write step, numbered, under PAS_STRESS) and at random moments."""
+    """`pas repack` (re-encode every delta whole) killed at every write step,
+    numbered (under PAS_STRESS), and at random moments."""
     args = ["repack", "--budget", "1.0"]
     points = crash_points(_trial_repo(lineage, "repack-enumerate", archived), *args)
     assert "repack.commit" in points and "store.flush" in points
-    targets = list(range(1, len(points) + 1)) if STRESS else [p for p in points if p.startswith("repack.")]
+    # Every named repack step is killed by test_archive_repack.py::test_killed_at_every_repack_point
+    # (in parallel); here every numbered write step under PAS_STRESS, and random moments.
+    targets = list(range(1, len(points) + 1)) if STRESS else []
     for target in targets:
         repo = _trial_repo(lineage, "repack-point", archived)
         r = pas(repo, *args, PAS_CRASH_AT=str(target))
