@@ -28,8 +28,11 @@ browsers:
 			>/dev/null 2>&1 || echo "chromium could not be installed: the hub's browser tests will skip"; \
 	else echo "chromium is not installed (needs root and apt-get): the hub's browser tests will skip"; fi
 
+# Two workers (the 2-core reference machine): most tests wait on a `pas` process or
+# a server, so the suite runs in ~60% of the time; a test file stays on one worker,
+# so its module fixtures (moto servers, archived lineages) are built once.
 test: setup browsers
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The reliability tests at full size (1,000+ kills, 1,000 damaged offsets, 10,000+
 # generated tensors); the counts go to stress-report.json
