@@ -41,7 +41,7 @@ LAYOUTS = ("planes", "planes-exp")
 # when a workload starts and holds to its end: a retrieve down a delta chain
 # merges every level, and counting those passes as they came loaded Numba in
 # the middle of a single `pas retrieve` (2.5 s for a version 3 levels deep,
-# 0.33 s on numpy). A process that keeps working (a training loop, the
+# 0.67 s on numpy). A process that keeps working (a training loop, the
 # benchmark, many versions of a small model) loads the kernels at the start of
 # a workload once the work numpy did adds up to NUMBA_WORTH_ELEMENTS, each call
 # counted NUMBA_CALL_ELEMENTS more (numpy's per-call overhead on small tensors).
@@ -181,7 +181,7 @@ def merge(planes, dtype: DType, layout: str = "planes",
         # float32 and bfloat16: planes 0-1 are exponent | sign, mantissa; the
         # original top two bytes are sign, exponent | mantissa. Undoing the
         # permutation on those two bytes costs a fraction of a pass over the
-        # words (measured on 12M float32: 180 -> 60 ms for the whole merge).
+        # words (measured on 12M float32: 180 -> 95 ms for the whole merge).
         p0, p1 = planes[0], planes[1]
         view[:, k - 1] = (p1 & np.uint8(0x80)) | (p0 >> np.uint8(1))
         view[:, k - 2] = ((p0 & np.uint8(1)) << np.uint8(7)) | (p1 & np.uint8(0x7F))
@@ -192,10 +192,8 @@ def merge(planes, dtype: DType, layout: str = "planes",
             view[:, k - 1 - p] = planes[p]
         if rot:
             words[:] = _rotate_np(words, dtype, inverse=True)
-    if code == delta.OPS["xor"]:
-        np.bitwise_xor(basew, words, out=out)
-    elif code:
-        out[:] = delta.decode(words, basew, op)
+    if code:
+        delta.decode(words, basew, op, out=out)
     return out
 
 

@@ -45,13 +45,14 @@ def encode(words: np.ndarray, base: np.ndarray, op: str) -> np.ndarray:
     raise ValueError(f"unknown delta operator {op!r}")
 
 
-def decode(delta: np.ndarray, base: np.ndarray, op: str) -> np.ndarray:
-    """Inverse of `encode`: the original words."""
+def decode(delta: np.ndarray, base: np.ndarray, op: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of `encode`: the original words (written into ``out`` if given,
+    which may be ``base`` itself: each base word is read before it is written)."""
     if op == "xor":
-        return delta ^ base
+        return np.bitwise_xor(delta, base, out=out)
     if op == "sub":
         d = (delta >> np.uint8(1)) ^ (np.zeros_like(delta) - (delta & np.uint8(1)))
-        return base + d
+        return np.add(base, d, out=out)
     raise ValueError(f"unknown delta operator {op!r}")
 
 

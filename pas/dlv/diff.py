@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, planes
 from ..errors import BadInput
 from ..writer import PARALLEL_MIN_BYTES
 from . import metadata as md
@@ -70,7 +70,6 @@ def _kernel(n: int):
     as many float64 temporaries: ~4x slower per element, no start-up)."""
     import sys
 
-    from .. import planes
     if "numba" in sys.modules or n >= planes.NUMBA_WORTH_ELEMENTS:
         from ._diff_kernel import stats
         return stats
@@ -158,7 +157,6 @@ def weights_diff(repo, va, vb) -> dict:
 
     # Big tensors one per task on the repository's pool (numpy and the
     # decoders release the GIL), small ones here meanwhile: as retrieval does.
-    from .. import planes
     try:
         with planes.workload(sum(2 * x.nbytes // dtypes.get(x.dtype).itemsize for x, _ in todo)):
             big = {i: repo.pool.submit(compare, x, y, False) for i, (x, y) in enumerate(todo)
