@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,14 +61,11 @@ def _emit(obj, as_json: bool, human) -> None:
 
 
 def _open(write: bool = False, uncached: bool = False):
-    """The repository; ``uncached``: an s3:// one without this machine's cache (what the bucket holds)."""
-    from ..repo import Repository, is_url
-    opts = state.storage_options
-    if uncached and is_url(state.repo or os.environ.get("PAS_REPO") or ""):
-        opts = {**(opts or {}), "cache_dir": "none"}
-    if opts:
-        return Repository.open(state.repo, write=write, storage_options=opts)
-    return Repository.open(state.repo, write=write)
+    """The repository; ``uncached``: without this machine's cache of an s3:// one
+    (what the bucket holds; storage options do not apply to a local repository)."""
+    from ..repo import Repository
+    opts = {**(state.storage_options or {}), "cache_dir": "none"} if uncached else state.storage_options
+    return Repository.open(state.repo, write=write, storage_options=opts)
 
 
 @contextmanager
