@@ -30,14 +30,15 @@ import time
 from pathlib import Path
 
 from .datasets import cache_dir, corpus_dir, corpus_datasets, topo_order
+from .plan_bench import _timed_cli
 
 
-def _pas(*args: str, cwd: Path) -> float:
-    exe = Path(sys.executable).with_name("pas")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "pas.cli"]
-    t = time.perf_counter()
-    subprocess.run(cmd + list(args), cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - t
+def _pas(repo: Path, *args: str) -> float:
+    """Seconds of ``pas --repo REPO ARGS`` (`bench.plan_bench._timed_cli`), which must succeed."""
+    r = _timed_cli(list(args), repo)
+    if r["exit_code"] != 0:
+        raise RuntimeError(f"{r['command']} exited {r['exit_code']}: {r['stderr_tail']}")
+    return r["seconds"]
 
 
 def _changed_by_bytes(sa, sb) -> set[str]:
@@ -78,9 +79,9 @@ def bench_dataset(ds, work: Path, repeat: int) -> dict:
         got = {c["name"] for c in d["changed"]}
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             for _ in range(repeat):
-                cli_diff.append(_pas("-R", str(path), "diff", ra, rb, "--json", cwd=work))
-                cli_both.append(_pas("-R", str(path), "retrieve", ra, "-o", f"{tmp}/a.safetensors", cwd=work)
-                                + _pas("-R", str(path), "retrieve", rb, "-o", f"{tmp}/b.safetensors", cwd=work))
+                cli_diff.append(_pas(path, "diff", ra, rb, "--json"))
+                cli_both.append(_pas(path, "retrieve", ra, "-o", f"{tmp}/a.safetensors")
+                                + _pas(path, "retrieve", rb, "-o", f"{tmp}/b.safetensors"))
         med = statistics.median
         rows.append({"a": a, "b": b, "tensors": len(d["changed"]) + d["unchanged"] + len(d["added"]),
                      "changed": len(d["changed"]), "tensors_read": d["tensors_read"],

@@ -140,7 +140,6 @@ class Contender:
         self.errors: dict[tuple[str, str], str] = {}
         self.pass_total = 0.0
         self.pass_totals: list[float] = []
-        self.single_pass = False    # archived once only (SLOW_ARCHIVE_FACTOR)
         self.close_times: list[float] = []
         self.floor_seen: set[bytes] = set()   # pas objects whose entropy floor is counted (bench.floor)
 
@@ -236,7 +235,6 @@ def archive_passes(cs: list[Contender], order, passes: int, rep) -> None:
             timing = [c for c in cs if c.name not in firsts or firsts[c.name] <= SLOW_ARCHIVE_FACTOR * fastest]
             for c in cs:
                 if c not in timing:
-                    c.single_pass = True
                     rep.log(f"{c.name}: one archive pass ({firsts[c.name]:.1f} s, "
                             f"{firsts[c.name] / fastest:.0f}x the fastest scheme's)")
         for c in timing:
@@ -267,7 +265,9 @@ def archive_extra_passes(cs: list[Contender], datasets, passes: int, rep,
     step = 0
     for ds in datasets:
         keys = [(ds.name, v.id) for v in ds.versions]
-        live = [c for c in cs if c.alive and not c.single_pass and all(k in c.archive_times for k in keys)]
+        # (a scheme timed in fewer main passes was left out of them: SLOW_ARCHIVE_FACTOR)
+        live = [c for c in cs if c.alive and len(c.pass_totals) >= passes
+                and all(k in c.archive_times for k in keys)]
         if not live:
             continue
         totals = {c.name: [sum(ts) for ts in zip(*(c.archive_times[k] for k in keys))] for c in live}

@@ -19,10 +19,15 @@ def start_moto():
     return server, f"http://{host}:{port}"
 
 
-def new_bucket(endpoint: str, prefix: str = "pas-") -> str:
+def s3_client(endpoint: str):
+    """A boto3 client of the local server: a view of the bucket independent of pas
+    (the tests read and damage objects with it behind pas's back)."""
     import boto3
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["access_key_id"],
+                        aws_secret_access_key=CREDENTIALS["secret_access_key"], region_name=CREDENTIALS["region"])
+
+
+def new_bucket(endpoint: str, prefix: str = "pas-") -> str:
     name = prefix + uuid.uuid4().hex[:12]
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["access_key_id"],
-                 aws_secret_access_key=CREDENTIALS["secret_access_key"],
-                 region_name=CREDENTIALS["region"]).create_bucket(Bucket=name)
+    s3_client(endpoint).create_bucket(Bucket=name)
     return name

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from bench.s3_local import CREDENTIALS, new_bucket, start_moto  # noqa: F401 - the tests' entry point
+from bench.s3_local import CREDENTIALS, new_bucket, s3_client, start_moto  # noqa: F401 - the tests' entry point
 
 
 class FaultProxy:
@@ -104,14 +104,6 @@ class FaultProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def s3_client(endpoint: str):
-    """A boto3 client of the local server: the tests' independent view of the bucket
-    (read and damage objects behind pas's back)."""
-    import boto3
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["access_key_id"],
-                        aws_secret_access_key=CREDENTIALS["secret_access_key"], region_name=CREDENTIALS["region"])
 
 
 def endpoint_fixture(name: str = "s3_endpoint", scope: str = "module"):

@@ -7,19 +7,14 @@ import os
 import threading
 
 import pytest
-from s3_server import CREDENTIALS, FaultProxy, new_bucket, start_moto
+from s3_server import CREDENTIALS, FaultProxy, endpoint_fixture, new_bucket
 from store_conformance import StoreConformance
 
 from pas.errors import IntegrityError, RefConflict, RepositoryLocked, StoreError
 from pas.stores.base import DURABLE_SYNC, PERSISTENT
 from pas.stores.s3 import S3Store
 
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    server, endpoint = start_moto()
-    yield endpoint
-    server.stop()
+moto_endpoint = endpoint_fixture("moto_endpoint", "session")
 
 
 @pytest.fixture(scope="session")
