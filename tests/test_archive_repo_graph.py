@@ -360,9 +360,9 @@ def test_quiet_waits_for_an_idle_machine(monkeypatch):
     q = repo_graph.Quiet(max_wait=0.1, window=0.01, every=0.0)
     t = time.perf_counter()
     q.gate()
-    assert 0.09 <= q.waited and time.perf_counter() - t < 1.0                      # waits at most max_wait
+    assert 0.09 <= q.waited and time.perf_counter() - t < 3.0                      # waits at most max_wait
     q.gate()                                                                       # then no more
-    assert time.perf_counter() - t < 1.0
+    assert time.perf_counter() - t < 3.0
     idle = iter(range(0, 10**9, 100))
     monkeypatch.setattr(repo_graph, "_cpu_jiffies", lambda: (v := next(idle), v))  # all idle
     q = repo_graph.Quiet(max_wait=5, window=0.01, every=0.0)
@@ -372,4 +372,4 @@ def test_quiet_waits_for_an_idle_machine(monkeypatch):
     q = repo_graph.Quiet(max_wait=5)
     t = time.perf_counter()
     q.gate()
-    assert time.perf_counter() - t < 0.01
+    assert time.perf_counter() - t < 2.0                                           # not its max_wait of 5 s
