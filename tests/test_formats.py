@@ -22,16 +22,24 @@ import pytest
 import safetensors.numpy
 import safetensors.torch
 import torch
-from hypothesis import given, settings, strategies as st
+from conftest import seconds_within
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pas import formats
-from pas.errors import BadInput, BadName, NotFound, PasError, StoreError, UnsupportedDType
+from pas.errors import (
+    BadInput,
+    BadName,
+    NotFound,
+    PasError,
+    StoreError,
+    UnsupportedDType,
+)
 from pas.formats import hf as hf_format
 from pas.formats import npz as npz_format
 from pas.formats import pytorch as pt_format
 from pas.formats import safetensors as st_format
 from pas.snapshot import Snapshot, Tensor
-from conftest import seconds_within
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = 2.0      # seconds: "fast" for the biggest hostile inputs, with slack for busy machines
@@ -259,7 +267,7 @@ def test_safetensors_hostile_headers(tmp_path, case):
     with pytest.raises(BadInput) as err:
         formats.write(formats.read(path), out)
     assert "bad.safetensors" in str(err.value)
-    refused = lambda: pytest.raises(BadInput, lambda: formats.write(formats.read(path), out))  # noqa: E731
+    refused = lambda: pytest.raises(BadInput, lambda: formats.write(formats.read(path), out))
     assert seconds_within(refused, 1.0) < 1.0
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]

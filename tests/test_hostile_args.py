@@ -74,7 +74,7 @@ def test_hostile_arguments_are_refused_typed_and_fast(repo, tmp_path, capsys, mo
         assert code in TYPED, (label, code, err[-400:])
         assert "Traceback" not in err, (label, err[-800:])
         assert len(err) < 4000, (label, len(err))      # errors echo bounded excerpts of the input
-        elapsed = seconds_within(lambda: run(argv, capsys), 1.0)
+        elapsed = seconds_within(lambda argv=argv: run(argv, capsys), 1.0)
         assert elapsed < 1.0, (label, elapsed)
         n += 1
     assert n > 300
