@@ -12,14 +12,14 @@ the paper's SD-shaped synthetic lineage tree (``bench.synthetic``).
 For every scheme (``bench.schemes``) every version of every dataset is archived
 into ONE store per scheme (datasets in order, parents before children), that
 pass repeated ``--repeat`` times into fresh stores (the last store is kept; a
-scheme ten times slower than the fastest in the first pass is timed in that
-pass only, `bench.measure.SLOW_ARCHIVE_FACTOR`),
+scheme ten times slower than the fastest in the first pass is timed in the
+first two passes only, `bench.measure.SLOW_ARCHIVE_FACTOR`),
 and a dataset the fastest scheme archives in milliseconds archived alone
 into scratch stores more times, by the same rule as retrieval below;
 then every version is retrieved whole ``--repeat`` times and one tensor (the one
 closest to 5% of the version's bytes) ``max(5, --repeat)`` times (``--quick``:
 ``--repeat`` times), and a version that retrieves in milliseconds more often,
-until the fastest scheme has been timed for 0.25 s in all (not with
+until the fastest scheme has been timed for 0.5 s in all (not with
 ``--quick``; at most 5x; ``bench.measure.adaptive_rounds``); timings are
 medians. The schemes are interleaved (``bench.measure``): each version is
 archived by every scheme in turn, and each retrieve repeat is taken by every

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import compare, memory, tensorio
+from bench import compare, measure, memory, tensorio
 from bench.datasets import Dataset, Version
 from bench.measure import MAX_REPEAT_FACTOR, adaptive_rounds, plan_versions, rotated, run_matrix
 from bench.schemes import Scheme
@@ -138,16 +138,18 @@ def test_a_wrong_bit_fails_that_scheme_only(tmp_path):
     assert not res["bad"]["ok"] and "not bit-exact" in res["bad"]["error"]
 
 
-def test_a_much_slower_archiver_is_timed_in_one_pass(tmp_path):
+def test_a_much_slower_archiver_is_timed_in_fewer_passes(tmp_path):
     """Past SLOW_ARCHIVE_FACTOR x the fastest scheme's first pass, a scheme is not
-    archived again; its first store is the one retrieved from (bit-exact)."""
+    archived again after SLOW_ARCHIVE_PASSES passes (two: its ratio keeps a noise
+    band); its last store is the one retrieved from (bit-exact)."""
     ds = _dataset(tmp_path / "data", n=2)
     CALLS.clear()
+    assert measure.SLOW_ARCHIVE_PASSES == 2
     res = run_matrix([_fake("quick"), _fake("slow", archive_delay=0.05)], [ds], plan_versions([ds]),
-                     tmp_path / "work", repeat=1, archive_repeat=3, one_repeat=1, rep=_Quiet())
+                     tmp_path / "work", repeat=1, archive_repeat=4, one_repeat=1, rep=_Quiet())
     archives = [c for c in CALLS if c[1] == "archive"]
-    assert sum(c[0] == "quick" for c in archives) >= 3 * 2 and sum(c[0] == "slow" for c in archives) == 2
-    assert len(res["slow"]["archive_pass_s"]) == 1 and len(res["quick"]["archive_pass_s"]) == 3
+    assert sum(c[0] == "quick" for c in archives) >= 4 * 2 and sum(c[0] == "slow" for c in archives) == 2 * 2
+    assert len(res["slow"]["archive_pass_s"]) == 2 and len(res["quick"]["archive_pass_s"]) == 4
     assert res["slow"]["ok"] and res["quick"]["ok"]
 
 
@@ -195,6 +197,18 @@ def test_compare_accepts_a_move_within_both_runs_noise(tmp_path, capsys):
     assert compare.main([str(a), str(b)]) == 0
     assert compare.main([str(a), str(c)]) == 1
     assert "(1.30–1.60)" in capsys.readouterr().out
+
+
+def test_noise_band_holds_the_headline_ratio(tmp_path, capsys):
+    """The headline ratio comes from per-version medians, so it can fall outside the
+    per-repeat ratios; the band printed (and judged by compare) is widened to hold it."""
+    r = _report(200, 170)                       # headline 1.70, per-repeat ratios 1.3-1.6
+    for part in (r["datasets"][0]["schemes"], r["totals"]):
+        part["pas"]["retrieve_s_per_repeat"], part["alt"]["retrieve_s_per_repeat"] = [1.0] * 3, [1.3, 1.6, 1.4]
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(r))
+    assert compare.main([str(a), str(a)]) == 0
+    assert "1.70x (1.30–1.70)" in capsys.readouterr().out
 
 
 def test_allocator_is_pinned_in_a_child():
