@@ -34,6 +34,7 @@ from . import reader as reader_mod
 from .reader import TensorReader, parse_record
 from .stores.base import Store
 from .writer import DEFAULT_MEMORY_LIMIT, PARALLEL_MIN_BYTES, BaseIndex, VersionWriter
+from .delta.select import MIN_SAVING
 
 FORMAT_VERSION = 1
 REPO_DIR = ".pas"
@@ -391,8 +392,10 @@ class Repository:
         kept: dict[bytes, np.ndarray] = {}
         for e in self.version(version_id).tensors:
             t = snapshot.tensors.get(e.name)
-            if t is None or e.nbytes > budget or e.nbytes < PARALLEL_MIN_BYTES or e.object in kept:
-                continue   # small tensors decode in microseconds
+            if t is None or e.nbytes > budget or e.nbytes < MIN_SAVING or e.object in kept:
+                continue   # a tensor too small to be stored as a delta is never a base
+            # (small bases too: decoding one from the store, a record, a frame per
+            # plane and a digest check, cost ~14% of archiving a small model's versions)
             words = dtypes.as_le_contiguous(t.data).reshape(-1).view(dtypes.get(e.dtype).bits_dtype)
             reuse = spare.get((words.dtype.str, words.shape))
             copy = reuse.pop() if reuse else np.empty_like(words)

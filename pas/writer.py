@@ -240,8 +240,16 @@ class VersionWriter:
         return TensorEntry(t.name, t.dtype, tuple(t.shape), int(data.nbytes), addr), job
 
     def _same_stored_tensor(self, addr: bytes, words: np.ndarray) -> bool:
-        # Confirm a dedup hit: decode what is stored and compare bytes (slab by
-        # slab for a big tensor, so the check needs no second copy of it).
+        # Confirm a dedup hit: compare bytes with what is stored. The last
+        # version archived through this Repository keeps a copy of its tensors
+        # (`Repository.recent_bases`): those are the bytes stored under their
+        # addresses, and comparing with them spares decoding the tensor (on the
+        # corpus's variants, whose frozen trunk is reused, decoding was half of
+        # archiving). Otherwise decode and compare, slab by slab for a big
+        # tensor, so the check needs no second copy of it.
+        kept = self.repo.recent_bases.get(addr)
+        if kept is not None:
+            return kept.dtype == words.dtype and kept.shape == words.shape and np.array_equal(kept, words)
         try:
             if words.nbytes <= self.budget.slab_bytes:
                 return self.reader.words(addr).tobytes() == words.tobytes()

@@ -28,6 +28,7 @@ from conftest import RecordingStore, assert_same_snapshot, needed_keys, record_c
 from test_planes import reference_split
 from test_roundtrip_property import specials
 from pas import codecs, delta, dtypes, planes, records, writer
+from pas.delta import select
 from pas.dtypes import DTYPES
 from pas.records import CHUNK, REF, TENSOR, VERSION
 from pas.repo import DEFAULT_CONFIG, Repository
@@ -666,8 +667,8 @@ def test_next_archive_deltas_against_kept_copies_without_decoding(tmp_path, monk
     with Repository.init(tmp_path / "repo") as repo:
         r0 = repo.archive_snapshot(parent, "run")
         kept = set(repo.recent_bases)
-        big = {e.object for e in repo.version(r0.version_id).tensors if e.nbytes >= writer.PARALLEL_MIN_BYTES}
-        assert kept == big, "every tensor but the small ones (decoded in microseconds) is kept"
+        big = {e.object for e in repo.version(r0.version_id).tensors if e.nbytes >= select.MIN_SAVING}
+        assert kept == big, "every tensor that could be a delta base is kept"
         expected = Snapshot(metadata=parent.metadata)
         for n, t in parent.tensors.items():
             expected.add(Tensor.from_array(n, t.data.copy(), dtype=t.dtype))

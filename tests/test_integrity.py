@@ -704,3 +704,29 @@ def test_forced_hash_collision_across_versions(constant_hash):
         return
     assert_same_snapshot(repo.retrieve("one"), s1)
     assert_same_snapshot(repo.retrieve("two"), s2)
+
+
+def test_collision_with_the_last_archived_version_is_told_from_its_kept_copy(monkeypatch):
+    """A dedup hit against the previous version archived through the same Repository
+    is confirmed against the copy of its words kept for delta bases (no decode);
+    a colliding, different content (same length; same or other dtype) is kept apart.
+    Every tensor digest collides here (version ids do not: they must differ)."""
+    import pas.records
+    monkeypatch.setattr(pas.records, "digest_parts", lambda *parts: CONST)
+    rng = np.random.default_rng(9)
+    first, second = Snapshot(), Snapshot()
+    first.add(Tensor.from_array("w", rng.normal(0, 1, 2048).astype("<f4")))
+    first.add(Tensor.from_array("i", rng.integers(0, 9, 2048, dtype="<i4")))
+    second.add(Tensor.from_array("w", rng.normal(0, 1, 2048).astype("<f4")))     # other values
+    second.add(Tensor.from_array("i", first.tensors["i"].data.copy()))            # truly the same
+    repo = Repository.in_memory()
+    repo.archive_snapshot(first, "one")
+    assert repo.recent_bases                        # kept: the path under test
+    decoded = []
+    real_words = repo.reader.words
+    monkeypatch.setattr(repo.reader, "words", lambda addr, *a, **k: decoded.append(addr) or real_words(addr, *a, **k))
+    repo.archive_snapshot(second, "two")
+    assert decoded == []                            # no stored tensor was decoded to confirm a hit
+    assert_same_snapshot(repo.retrieve("one"), first)
+    assert_same_snapshot(repo.retrieve("two"), second)
+    assert len({e.object for e in repo.version("two").tensors} | {e.object for e in repo.version("one").tensors}) == 3
