@@ -255,6 +255,8 @@ def main(argv=None) -> int:
         machine["memory_settled"] = memory.settle_memory() or "yes"
         machine["allocator_pinned"] = memory.pin_allocator() or \
             f"yes: mmap threshold {memory.PINNED_MMAP_THRESHOLD} bytes"
+        machine["numpy_huge_pages"] = (memory.no_huge_pages() or "off (numpy's madvise)") + \
+            f"; kernel transparent huge pages: {memory.huge_page_mode()}"
         for ds in datasets:   # sources back in the page cache: every scheme reads them warm
             for v in ds.versions:
                 for f in ([v.path] if v.path.is_file() else sorted(v.path.rglob("*"))):

@@ -246,7 +246,38 @@ def pin_allocator() -> str | None:
     return None
 
 
+def no_huge_pages() -> str | None:
+    """Stop numpy from asking for transparent huge pages (its madvise on every
+    big array). Whether the kernel then hands out 2 MiB pages depends on how
+    fragmented the machine's memory is: a per-run state. Between two full runs
+    of the same code, blosc2's and ZipNN's retrieval of lineage-finetune took
+    0.5-0.6 s in one and 1.0 s in the other, every repeat, moving their ratios
+    by 65% (bench/reports/2026-11-28-session8); filling a fresh 48 MB array takes
+    12 ms on huge pages and 57 ms on 4 KiB ones. Off, every scheme's fresh
+    buffers cost the same page faults in every run. Returns None on success,
+    else why not."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return "numpy has no huge-page switch"
+    _set_madvise_hugepage(False)
+    return None
+
+
+def huge_page_mode() -> str:
+    """The kernel's transparent huge page setting (the bracketed word), if it says."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
+
+
 if __name__ == "__main__":
     pin_allocator()   # as in the timed run (bench.core)
+    no_huge_pages()
     job = json.loads(Path(sys.argv[1]).read_text())
     Path(job["out"]).write_text(json.dumps(_probe_all(job)))

@@ -140,6 +140,42 @@ def test_dry_run_changes_nothing(source):
     assert _items(path) == items
 
 
+def test_measured_versions_are_planned_against_budget_over_factor(source, monkeypatch):
+    """`--measure-versions`: every version's retrieval is timed (a factor per
+    version: measured / modelled), and a version the model underestimates is
+    planned against its budget divided by its factor; the others keep theirs."""
+    path = _copy(source, "measured")
+    with Repository.open(path) as repo:
+        rg = repo_graph.build(repo, measure=False)
+        factors = repo_graph.version_factors(repo, rg, repeats=1)
+    assert set(factors) == set(rg.graph.snapshots) and all(f > 0 for f in factors.values())
+    assert repo_graph.planning_budgets({"a": 10.0, "b": 10.0, "c": float("inf")}, {"a": 2.0, "b": 0.5}) == {
+        "a": 5.0, "b": 10.0, "c": float("inf")}
+
+    with Repository.open(path) as repo:
+        plain = repack(repo, alpha=1.6, dry_run=True)
+    assert plain.version_factors is None
+    # the version the plain plan fills most: say the model underestimates it
+    slow = max(plain.recreation, key=lambda s: plain.recreation[s]["after"] / plain.recreation[s]["budget"])
+    filled = plain.recreation[slow]["after"] / plain.recreation[slow]["budget"]
+    assert filled > 0.7                         # PAS fills budgets: the case this option is for
+    factor = min(1.5, 1 / (0.9 * filled))       # budget / factor stays above the version's SPT cost (1 / 1.6)
+    monkeypatch.setattr(repo_graph, "version_factors",
+                        lambda repo, rg, **k: {s: (factor if s == slow else 0.8) for s in rg.graph.snapshots})
+    with Repository.open(path) as repo:
+        res = repack(repo, alpha=1.6, dry_run=True, measure_versions=True)
+    assert res.version_factors[slow] == factor and res.feasible["after"]
+    after, budget = res.recreation[slow]["after"], res.recreation[slow]["budget"]
+    assert after <= budget / factor * (1 + 1e-9) < plain.recreation[slow]["after"]
+    r = pas(path, "plan", "--budget", "1.6", "--measure-versions", "--json")     # the real measurement, by the CLI
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out["version_factors"]) == set(out["recreation"]) and all(f > 0 for f in out["version_factors"].values())
+    r = pas(path, "plan", "--budget", "1.6", "--measure-versions")
+    assert r.returncode == 0 and "measured / modelled retrieval" in r.stdout, r.stderr
+    assert pas(path, "plan", "--graph", str(path / "none.json"), "--measure-versions").returncode == 4
+
+
 def test_bad_options(source):
     path = _copy(source, "bad")
     cases = (["--budget", "1", "--max-seconds", "1"], ["--budget", "-1"], ["--algorithm", "nope"],

@@ -219,3 +219,14 @@ def test_allocator_is_pinned_in_a_child():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(__file__).resolve().parent.parent)).stdout.strip()
     assert out in ("None", "not glibc"), out
+
+
+def test_numpy_huge_pages_are_turned_off_in_a_child():
+    """bench.memory.no_huge_pages stops numpy's madvise for huge pages (a per-run state otherwise)."""
+    import subprocess
+    import sys
+    code = ("import bench.memory as m; print(m.no_huge_pages()); "
+            "from numpy._core.multiarray import _set_madvise_hugepage as s; print(s(False))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent)).stdout.split()
+    assert out == ["None", "False"], out     # the switch returns its previous state: already off

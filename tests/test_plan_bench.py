@@ -82,7 +82,7 @@ def test_table_v_rows(result):
     out, res = result
     rep = next(iter(res["repositories"].values()))
     rows = {r["plan"]: r for r in rep["table5"]["rows"]}
-    assert set(rows) == {"spt", "mst", "best"}
+    assert set(rows) == {"spt", "mst", "best", "best-measured"}
     n = len(rows["spt"]["versions"])
     assert n == 6
     for r in rows.values():
@@ -94,6 +94,9 @@ def test_table_v_rows(result):
                 assert v[f"measured_{p}"] > 0
     assert rows["spt"]["physical_bytes"] >= rows["mst"]["physical_bytes"]
     assert rows["best"]["feasible_modelled"] and rows["spt"]["feasible_modelled"]
+    # PAS planned with every version measured first: each version's factor recorded
+    assert all(v["version_factor"] > 0 for v in rows["best-measured"]["versions"].values())
+    assert rep["done_when"]["model_only"]["within_budget_tolerance"] == rows["best"]["versions_within_budget_tolerance"]
     assert {"physical_over_mst", "within_budget_measured", "met"} <= set(rep["done_when"])
     assert "Table V" in (out / "plan.md").read_text()
     assert res["_seconds"] < 60

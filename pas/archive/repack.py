@@ -99,6 +99,7 @@ class RepackResult:
     physical_before: int = 0
     physical_after: int | None = None
     seconds: float = 0.0
+    version_factors: dict | None = None  # measured / modelled retrieval per version, if measured
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -321,11 +322,14 @@ def _orphans_to_remove(repo, changed: set[bytes]) -> list[bytes]:
 
 def repack(repo, algorithm: str = "best", alpha: float | None = None, max_seconds: float | None = None,
            model: str = "independent", dry_run: bool = False, gc: bool = True, recalibrate: bool = False,
-           progress=None) -> RepackResult:
+           progress=None, measure_versions: bool = False) -> RepackResult:
     """Plan ``repo`` (as `pas plan`) and re-encode every tensor whose storage the plan changes.
 
     ``repo`` must be open for writing unless ``dry_run`` (which only reports).
-    The repository's write lock (RocksDB's LOCK) is held by that open handle."""
+    The repository's write lock (RocksDB's LOCK) is held by that open handle.
+    ``measure_versions``: time every version's retrieval first and plan each
+    one against its budget less the model's measured error on it
+    (`repo_graph.version_factors`)."""
     from . import repo_graph
     started = time.perf_counter()
     check_model(model)
@@ -341,7 +345,8 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
         budgets = {s: float(max_seconds) for s in g.snapshots}
     else:
         budgets = budgets_for(g, model, alpha)
-    p = make_plan(g, algorithm, budgets, model, max_depth=rg.max_depth)
+    factors = repo_graph.version_factors(repo, rg) if measure_versions else None
+    p = make_plan(g, algorithm, repo_graph.planning_budgets(budgets, factors or {}), model, max_depth=rg.max_depth)
     ev, before = evaluate(g, p, budgets, model), evaluate(g, rg.current, budgets, model)
     d_before, d_after = rg.depths(rg.current), rg.depths(p)
     if max(d_after.values(), default=0) > rg.max_depth:
@@ -355,7 +360,7 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
                     for s in g.snapshots},
         feasible={"before": before.feasible, "after": ev.feasible},
         depth={"before": max(d_before.values(), default=0), "after": max(d_after.values(), default=0)},
-        tensors={}, physical_before=repo.physical_bytes())
+        tensors={}, physical_before=repo.physical_bytes(), version_factors=factors)
     if dry_run:
         _summarise(res, tgts)
         res.seconds = time.perf_counter() - started

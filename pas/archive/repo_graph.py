@@ -500,6 +500,40 @@ def save_costs(repo, model: CostModel) -> bool:
     return True
 
 
+def version_factors(repo, rg: "RepoGraph", repeats: int = 3,
+                    quiet_seconds: float | None = None) -> dict[str, float]:
+    """Each version's measured retrieval time over the cost model's, in the
+    repository's current layout: {snapshot label: factor}.
+
+    The model's error is about +-20% per version and mostly the version's own:
+    a version slower than its features say is slower under every layout (the
+    errors of three plans correlate at 0.6-0.8,
+    bench/reports/2026-11-27-session5-planning), so a planner that fills each
+    version's budget lands the versions the model underestimates over it.
+    Planning against `planning_budgets` takes that error out. Every version is
+    retrieved whole ``repeats`` times round robin on a quiet machine (`Quiet`),
+    the median kept: this costs ``repeats`` retrievals of the whole
+    repository, hence opt-in (``pas plan/repack --measure-versions``)."""
+    from .algorithms import evaluate
+    modelled = evaluate(rg.graph, rg.current, {}, rg.model).recreation
+    labels = [s for s in rg.graph.snapshots if modelled.get(s, 0) > 0]
+    if not labels:
+        return {}
+    jobs = [(lambda vid=rg.snapshots[s]["id"]: repo.retrieve(vid)) for s in labels]
+    jobs[0]()                                          # warm-up: first-call costs are not a version's
+    quiet = Quiet(max_wait=QUIET_SECONDS if quiet_seconds is None else quiet_seconds, every=0.0)
+    times = _median_times(jobs, repeats, quiet)
+    return {s: t / modelled[s] for s, t in zip(labels, times)}
+
+
+def planning_budgets(budgets: dict[str, float], factors: dict[str, float]) -> dict[str, float]:
+    """The budgets a planner works to: each version's budget divided by its
+    measured factor (`version_factors`) where the model underestimates it;
+    where the model overestimates, the budget stands (a plan that changes the
+    version's layout may lose that slack)."""
+    return {s: b / max(1.0, factors.get(s, 1.0)) if math.isfinite(b) else b for s, b in budgets.items()}
+
+
 def cost_model(repo, recalibrate: bool = False) -> CostModel:
     """The repository's calibrated cost model: `.pas/costs.json`, else measured now and saved there."""
     model = None if recalibrate else load_costs(repo)

@@ -405,6 +405,11 @@ def bench(ctx: typer.Context,
 _PLAN_ALGORITHMS = ("mst", "spt", "last", "pas-mt", "pas-pt", "best", "exact")
 
 
+MeasureVersionsOpt = typer.Option(False, "--measure-versions", help="Time every version's retrieval first "
+                                  "(3 times) and plan each one against its budget less the cost model's "
+                                  "measured error on it: measured times then stay within the budgets.")
+
+
 @app.command()
 def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="Plan this storage graph JSON "
                                                    "(docs/planning.md) instead of the repository's versions."),
@@ -422,6 +427,7 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
          max_depth: Optional[int] = typer.Option(None, "--max-depth", help="No matrix rebuilt through more than N "
                                                  "deltas (default: unbounded with --graph; a repository's "
                                                  "delta.max_depth, which is also the most allowed)."),
+         measure_versions: bool = MeasureVersionsOpt,
          as_json: bool = JsonOpt):
     """Plan archival storage: per matrix, whole or delta against which, for the
     least storage within each snapshot's recreation budget.
@@ -448,8 +454,9 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
         return budgets_for(g, recreation, alpha)
 
     if graph_file is not None:
-        if save_graph is not None or recalibrate:
-            raise BadInput("--save-graph and --recalibrate are for planning a repository, not a --graph file")
+        if save_graph is not None or recalibrate or measure_versions:
+            raise BadInput("--save-graph, --recalibrate and --measure-versions are for planning a repository, "
+                           "not a --graph file")
         if not graph_file.is_file():
             raise NotFound(f"{graph_file}: no such file")
         g = StorageGraph.load(graph_file)
@@ -481,11 +488,12 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
     from ..archive import repo_graph
     with _open() as repo:
         rg = repo_graph.build(repo, recreation, recalibrate=recalibrate)
+        factors = repo_graph.version_factors(repo, rg) if measure_versions else None
     g = rg.graph
     budgets = budgets_of(g)
     if max_depth is not None and max_depth > rg.max_depth:
         raise BadInput(f"--max-depth {max_depth} is above the repository's delta.max_depth {rg.max_depth}")
-    p = make_plan(g, algorithm, budgets, recreation,
+    p = make_plan(g, algorithm, repo_graph.planning_budgets(budgets, factors or {}), recreation,
                   max_depth=rg.max_depth if max_depth is None else max_depth)
     ev = evaluate(g, p, budgets, recreation)
     before = evaluate(g, rg.current, budgets, recreation)
@@ -502,7 +510,8 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
             "cost_model": rg.costs.to_json(), "snapshots": rg.snapshots,
             "depth": {"repository_max": rg.max_depth, "before": max(depth_before.values(), default=0),
                       "after": max(depth_after.values(), default=0)},
-            "graph": {"vertices": len(g.matrices), "edges": len(g.edges), "seconds": rg.seconds}}
+            "graph": {"vertices": len(g.matrices), "edges": len(g.edges), "seconds": rg.seconds},
+            "version_factors": factors}
     if save_graph is not None:
         info["graph"]["saved"] = str(save_graph)
 
@@ -520,6 +529,10 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
         bud = (f"budget {alpha:g} x shortest-path cost" if alpha is not None else
                f"budget {max_seconds:g} s per version" if max_seconds is not None else "no budgets")
         typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, {bud}")
+        if i["version_factors"]:
+            f = sorted(i["version_factors"].values())
+            typer.echo(f"measured / modelled retrieval: {f[0]:.2f}-{f[-1]:.2f} over {len(f)} versions (median "
+                       f"{f[len(f) // 2]:.2f}); each version planned against its budget / its factor above 1")
         sb, sa = i["before"]["storage"], i["storage"]
         change = f" ({(sa - sb) / sb * 100:+.1f}%)" if sb else ""
         typer.echo(f"storage (estimated): before {_mb(int(sb))} (measured {_mb(i['before']['measured_bytes'])}), "
@@ -566,6 +579,7 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
                                             "(default: reuse .pas/costs.json)."),
            memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Memory for data while re-encoding "
                                                       "(e.g. 512M; default 4G or $PAS_MEMORY_LIMIT)."),
+           measure_versions: bool = MeasureVersionsOpt,
            as_json: bool = JsonOpt):
     """Apply a storage plan: re-encode every tensor whose storage the plan
     changes (whole, delta against which base, chain depth), crash-safely.
@@ -582,7 +596,7 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
         if limit is not None:
             repo.memory_limit = limit
         res = run_repack(repo, algorithm, alpha, max_seconds, recreation, dry_run=dry_run, gc=not no_gc,
-                         recalibrate=recalibrate)
+                         recalibrate=recalibrate, measure_versions=measure_versions)
     info = res.to_json()
 
     def human(i):
