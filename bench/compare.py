@@ -35,15 +35,13 @@ def ratios(report: dict, pas: str = "pas") -> dict[tuple[str, str], dict[str, fl
         for alt, x in schemes.items():
             if alt == pas or not x.get("physical_bytes") or not x.get("retrieve_mb_s"):
                 continue
-            retrieve = p["retrieve_mb_s"] / x["retrieve_mb_s"]
-            archive = (p["archive_mb_s"] / x["archive_mb_s"]
-                       if p.get("archive_mb_s") and x.get("archive_mb_s") else None)
             out[(name, alt)] = {
                 "size": x["physical_bytes"] / p["physical_bytes"],
-                "retrieve": retrieve,
-                "archive": archive,
-                "retrieve_band": paired_range(p, x, "retrieve_s_per_repeat", retrieve),
-                "archive_band": paired_range(p, x, "archive_pass_s", archive),
+                "retrieve": p["retrieve_mb_s"] / x["retrieve_mb_s"],
+                "archive": (p["archive_mb_s"] / x["archive_mb_s"]
+                            if p.get("archive_mb_s") and x.get("archive_mb_s") else None),
+                "retrieve_band": paired_range(p, x, "retrieve_s_per_repeat"),
+                "archive_band": paired_range(p, x, "archive_pass_s"),
             }
     return out
 

@@ -180,19 +180,23 @@ def _f(x, fmt="{:.1f}", none="–"):
     return none if x is None else fmt.format(x)
 
 
-def paired_range(p: dict, x: dict, key: str = "retrieve_s_per_repeat",
-                 point: float | None = None) -> tuple[float, float] | None:
+#: The headline speed of each per-repeat series (`paired_range`).
+_HEADLINE = {"retrieve_s_per_repeat": "retrieve_mb_s", "archive_pass_s": "archive_mb_s"}
+
+
+def paired_range(p: dict, x: dict, key: str = "retrieve_s_per_repeat") -> tuple[float, float] | None:
     """Lowest and highest of x's / p's all-versions time over the repeats (``key``:
     ``retrieve_s_per_repeat`` or ``archive_pass_s``), each repeat taken side by side
     (bench.measure), so the pair shares the machine's state: the run's noise band.
-    ``point``, the headline ratio, widens the band to hold it: the headline is
+    The band is widened to hold the headline ratio (p's MB/s over x's): that is
     taken from per-version medians (a version's repeats may number more than the
     whole run's), so it can fall just outside the per-repeat ratios."""
     pairs = [b / a for a, b in zip(p.get(key) or [], x.get(key) or []) if a and b]
     if len(pairs) < 2:
         return None
-    if point is not None:
-        pairs.append(point)
+    speed = _HEADLINE[key]
+    if p.get(speed) and x.get(speed):
+        pairs.append(p[speed] / x[speed])
     return min(pairs), max(pairs)
 
 
@@ -232,12 +236,11 @@ def answers_md(report: dict) -> list[str]:
             if p is None or x is None:
                 cells.append("–")
                 continue
-            has_arch = p.get("archive_mb_s") and x.get("archive_mb_s")
-            arng = paired_range(p, x, "archive_pass_s", p["archive_mb_s"] / x["archive_mb_s"] if has_arch else None)
+            arng = paired_range(p, x, "archive_pass_s")
             arch = (f" · archive {p['archive_mb_s'] / x['archive_mb_s']:.2f}x"
                     + (f" ({arng[0]:.2f}–{arng[1]:.2f})" if arng else "")
-                    if has_arch else "")
-            rng = paired_range(p, x, point=p["retrieve_mb_s"] / x["retrieve_mb_s"])
+                    if p.get("archive_mb_s") and x.get("archive_mb_s") else "")
+            rng = paired_range(p, x)
             rng = f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""
             cells.append(f"size {x['physical_bytes'] / p['physical_bytes']:.2f}x · retrieve "
                          f"{p['retrieve_mb_s'] / x['retrieve_mb_s']:.2f}x{rng}{arch}")
