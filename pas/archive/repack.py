@@ -40,7 +40,6 @@ from ..errors import BadInput, IntegrityError, PasError, StoreError
 from ..faults import crash_point
 from ..records import TENSOR
 from .algorithms import budgets_for
-from .algorithms import plan as make_plan
 from .plan import check_model, evaluate
 
 POINTS = ("repack.chunks", "repack.chunks.done", "repack.verify", "repack.verify.done",
@@ -345,8 +344,7 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
         budgets = {s: float(max_seconds) for s in g.snapshots}
     else:
         budgets = budgets_for(g, model, alpha)
-    factors = repo_graph.version_factors(repo, rg) if measure_versions else None
-    p = make_plan(g, algorithm, repo_graph.planning_budgets(budgets, factors or {}), model, max_depth=rg.max_depth)
+    p, factors = repo_graph.plan_repository(repo, rg, algorithm, budgets, measure_versions=measure_versions)
     ev, before = evaluate(g, p, budgets, model), evaluate(g, rg.current, budgets, model)
     d_before, d_after = rg.depths(rg.current), rg.depths(p)
     if max(d_after.values(), default=0) > rg.max_depth:

@@ -537,6 +537,20 @@ def planning_budgets(budgets: dict[str, float], factors: dict[str, float]) -> di
     return {s: b / max(1.0, factors.get(s, 1.0)) if math.isfinite(b) else b for s, b in budgets.items()}
 
 
+def plan_repository(repo, rg: "RepoGraph", algorithm: str, budgets: dict[str, float], max_depth: int | None = None,
+                    measure_versions: bool = False) -> tuple[Plan, dict[str, float] | None]:
+    """The plan of the repository's graph for ``budgets``: what `pas plan` shows
+    and `pas repack` applies (``max_depth`` at most, default the repository's
+    delta.max_depth). ``measure_versions``: each version planned against
+    `planning_budgets` of its measured factor (`version_factors`). Returns the
+    plan and the factors (None when not measured)."""
+    from .algorithms import plan as make_plan
+    factors = version_factors(repo, rg) if measure_versions else None
+    p = make_plan(rg.graph, algorithm, planning_budgets(budgets, factors or {}), rg.model,
+                  max_depth=rg.max_depth if max_depth is None else max_depth)
+    return p, factors
+
+
 def cost_model(repo, recalibrate: bool = False) -> CostModel:
     """The repository's calibrated cost model: `.pas/costs.json`, else measured now and saved there."""
     model = None if recalibrate else load_costs(repo)

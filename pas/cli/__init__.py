@@ -488,13 +488,11 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
     from ..archive import repo_graph
     with _open() as repo:
         rg = repo_graph.build(repo, recreation, recalibrate=recalibrate)
-        factors = repo_graph.version_factors(repo, rg) if measure_versions else None
-    g = rg.graph
-    budgets = budgets_of(g)
-    if max_depth is not None and max_depth > rg.max_depth:
-        raise BadInput(f"--max-depth {max_depth} is above the repository's delta.max_depth {rg.max_depth}")
-    p = make_plan(g, algorithm, repo_graph.planning_budgets(budgets, factors or {}), recreation,
-                  max_depth=rg.max_depth if max_depth is None else max_depth)
+        g = rg.graph
+        budgets = budgets_of(g)
+        if max_depth is not None and max_depth > rg.max_depth:
+            raise BadInput(f"--max-depth {max_depth} is above the repository's delta.max_depth {rg.max_depth}")
+        p, factors = repo_graph.plan_repository(repo, rg, algorithm, budgets, max_depth, measure_versions)
     ev = evaluate(g, p, budgets, recreation)
     before = evaluate(g, rg.current, budgets, recreation)
     if save_graph is not None:
