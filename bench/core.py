@@ -253,10 +253,7 @@ def main(argv=None) -> int:
         gc.collect()
         gc.freeze()   # what is loaded so far (torch, numpy, ...) is never scanned again
         machine["memory_settled"] = memory.settle_memory() or "yes"
-        machine["allocator_pinned"] = memory.pin_allocator() or \
-            f"yes: mmap threshold {memory.PINNED_MMAP_THRESHOLD} bytes"
-        machine["numpy_huge_pages"] = (memory.no_huge_pages() or "off (numpy's madvise)") + \
-            f"; kernel transparent huge pages: {memory.huge_page_mode()}"
+        machine.update(memory.steady_process())
         for ds in datasets:   # sources back in the page cache: every scheme reads them warm
             for v in ds.versions:
                 for f in ([v.path] if v.path.is_file() else sorted(v.path.rglob("*"))):

@@ -276,8 +276,16 @@ def huge_page_mode() -> str:
     return text[text.find("[") + 1:text.find("]")] if "[" in text else text.strip()
 
 
+def steady_process() -> dict[str, str]:
+    """Fix the per-run states of this process that move timings (`pin_allocator`,
+    `no_huge_pages`): what the timed run and the memory probes start with. For
+    the report's machine description, how each went."""
+    return {"allocator_pinned": pin_allocator() or f"yes: mmap threshold {PINNED_MMAP_THRESHOLD} bytes",
+            "numpy_huge_pages": (no_huge_pages() or "off (numpy's madvise)")
+            + f"; kernel transparent huge pages: {huge_page_mode()}"}
+
+
 if __name__ == "__main__":
-    pin_allocator()   # as in the timed run (bench.core)
-    no_huge_pages()
+    steady_process()   # as in the timed run (bench.core)
     job = json.loads(Path(sys.argv[1]).read_text())
     Path(job["out"]).write_text(json.dumps(_probe_all(job)))
