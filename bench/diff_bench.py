@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .datasets import cache_dir, corpus_dir, corpus_datasets, topo_order
-from .plan_bench import _timed_cli
+from .plan_bench import _commit, _timed_cli
 
 
 def _pas(repo: Path, *args: str) -> float:
@@ -123,9 +122,7 @@ def main(argv=None) -> int:
     datasets = corpus_datasets(corpus_dir())
     if args.dataset:
         datasets = [d for d in datasets if d.name in args.dataset]
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).parent).stdout.strip()
-    res = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git": git, "repeat": args.repeat,
+    res = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "git": _commit(), "repeat": args.repeat,
            "load": [round(x, 2) for x in os.getloadavg()], "datasets": []}
     with tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         for ds in datasets:
