@@ -290,16 +290,16 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
     finally:
         for dst in dsts.values():
             shutil.rmtree(dst, ignore_errors=True)
-    for alg, title, _, _ in TABLE5_PLANS:
-        res, rsec = results[alg]
-        tm = times[alg]
+    for key, title, _, _ in TABLE5_PLANS:
+        res, rsec = results[key]
+        tm = times[key]
         per = {lab: {"budget": _fin(res.recreation[lab]["budget"]), "modelled": res.recreation[lab]["after"],
-                     "modelled_now": modelled_now[alg][lab],
+                     "modelled_now": modelled_now[key][lab],
                      "budget_now": alpha * modelled_now[TABLE5_PLANS[0][0]][lab],
                      **{f"measured_{p}": tm[p][lab] for p, _ in PRECISIONS},
                      **({"version_factor": res.version_factors.get(lab)} if res.version_factors else {})}
                for lab in labels}
-        rows.append({"plan": alg, "title": title, "algorithm": res.algorithm, "alpha": alpha,
+        rows.append({"plan": key, "title": title, "algorithm": res.algorithm, "alpha": alpha,
                      "physical_bytes": res.physical_after, "physical_before": res.physical_before,
                      "estimated_storage": res.storage["after"], "feasible_modelled": res.feasible["after"],
                      "deepest_chain": res.depth["after"], "tensors": res.tensors, "repack_seconds": rsec,
