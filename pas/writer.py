@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import codecs, dtypes, planes, records
-from .delta import aligned_base, select
+from .delta import aligned_base, change, select
 from .errors import BadInput, IntegrityError
 from .hashing import digest
 from .records import CHUNK, REF, TENSOR, TensorEntry, Version, tensor_digest
@@ -287,6 +287,10 @@ class VersionWriter:
                 candidates.append((e, self.bases.words(e), lay.layout))
         choice = select.choose(words, dt, candidates, self.ops, self.layouts)
         rec = {"dtype": dt.name, "shape": list(t.shape)}
+        same = self._parent_same(t, addr, side_file)
+        if same is not None:
+            # Decoded already: candidates() judges the same-named base on all of it.
+            self._note_change(rec, same, change.measure(self.bases.words(same), words, dt.name))
         base_words = None
         if choice.op is not None:
             entry = choice.base
@@ -318,14 +322,42 @@ class VersionWriter:
                 candidates.append((e, base_sample, lay.layout))
         choice = select.choose(sample, dt, candidates, self.ops, self.layouts, n_total=n)
         rec = {"dtype": dt.name, "shape": list(t.shape)}
+        base_of = lambda a, b: self.base_range(choice.base.object, a, b) if choice.op else None
+        same = self._parent_same(t, addr)
+        parts: list[change.Change] = []
+        if same is not None and choice.op is not None and choice.base is same:
+            # The base is decoded slab by slab for the delta anyway: measure each slab as it goes by.
+            def base_of(a, b, plain=base_of):
+                base = plain(a, b)
+                parts.append(change.measure(base, words[a:b], dt.name))
+                return base
         if choice.op is not None:
             rec["delta"] = {"op": choice.op, "base": choice.base.object.hex()}
             rec["depth"] = self.reader.parse(choice.base.object).depth + 1
-        fields, payload = self.encode_planes(
-            n, dt, choice.layout, choice.op, lambda a, b: words[a:b],
-            lambda a, b: self.base_range(choice.base.object, a, b) if choice.op else None)
+        fields, payload = self.encode_planes(n, dt, choice.layout, choice.op, lambda a, b: words[a:b], base_of)
+        if parts:
+            self._note_change(rec, same, sum(parts[1:], parts[0]))
         rec.update(fields)
         self._add_record(addr, rec, payload, choice.op)
+
+    def _parent_same(self, t: Tensor, addr: bytes, side_file: bool = False) -> TensorEntry | None:
+        """The base version's same-named tensor when the change from it to ``t``
+        is worth recording (`pas.delta.change`): same dtype and shape, exact
+        data (a lossy tensor's stored words are not its values), at least
+        select.MIN_SAVING bytes (smaller ones are cheap for a diff to read)."""
+        if self.bases is None or side_file or records.is_lossy_address(addr):
+            return None
+        same = self.bases.by_name.get(t.name)
+        if (same is None or same.dtype != t.dtype or tuple(same.shape) != tuple(t.shape)
+                or same.nbytes < select.MIN_SAVING or records.is_lossy_address(same.object)):
+            return None
+        return same
+
+    @staticmethod
+    def _note_change(rec: dict, same: TensorEntry, measured: change.Change) -> None:
+        field = measured.to_record(same.object)
+        if field is not None:
+            rec["change"] = field
 
     def encode_planes(self, n: int, dt: dtypes.DType, layout: str, op: str | None,
                       words_of: Callable[[int, int], np.ndarray],

@@ -84,7 +84,8 @@ def check(path, source) -> dict:
         lays = [repo.reader.parse(a) for a in live]
         limit = repo.config["delta"]["max_depth"]
         assert all(lay.depth <= limit for lay in lays)
-        return {"physical": repo.physical_bytes(), "whole": sum(lay.base is None for lay in lays),
+        changes = {a: lay.rec["change"] for a, lay in zip(live, lays) if "change" in lay.rec}
+        return {"physical": repo.physical_bytes(), "whole": sum(lay.base is None for lay in lays), "changes": changes,
                 "deltas": sum(lay.base is not None for lay in lays), "depth": max(lay.depth for lay in lays)}
 
 
@@ -97,6 +98,8 @@ def test_tight_and_loose_budgets(source):
     tight = json.loads(r.stdout)
     assert tight["feasible"]["after"] and tight["tensors"]["encode"] > 0 and tight["verified"] > 0
     after_tight = check(path, source)
+    # the change statistics pas diff reads (measured once, by the writer) survive re-encoding
+    assert len(before["changes"]) >= VERSIONS - 1 and after_tight["changes"] == before["changes"]
     assert after_tight["whole"] > before["whole"] and after_tight["physical"] > before["physical"]
     assert tight["physical_before"] == before["physical"] and tight["physical_after"] == after_tight["physical"]
     assert tight["gc"]["chunks"] > 0        # the old delta chunks, removed

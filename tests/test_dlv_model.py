@@ -10,7 +10,8 @@ import pytest
 
 from pas.dlv import metadata as md
 from pas.dlv import model
-from pas.dlv.diff import diff, tensor_stats
+from pas.delta.change import tensor_stats
+from pas.dlv.diff import diff
 from pas.errors import BadInput, BadName, NotFound
 from pas.repo import Repository
 from pas.snapshot import Snapshot, Tensor
@@ -82,12 +83,12 @@ def test_hyperparams_json_and_yaml():
 def stats_kernel(request, monkeypatch):
     """The statistics tests run on both kernels (Numba, and numpy for processes
     that have not loaded Numba)."""
-    import pas.dlv.diff as diff_mod
+    import pas.delta.change as change
     if request.param == "numba":
-        from pas.dlv._diff_kernel import stats
-        monkeypatch.setattr(diff_mod, "_kernel", lambda n: stats)
+        from pas.delta._change_kernel import sums
+        monkeypatch.setattr(change, "_kernel", lambda n: sums)
     else:
-        monkeypatch.setattr(diff_mod, "_kernel", lambda n: diff_mod._numpy_stats)
+        monkeypatch.setattr(change, "_kernel", lambda n: change.numpy_sums)
     return request.param
 
 
@@ -97,19 +98,19 @@ def _stats(a, b, dtype="F32"):
 
 def test_numpy_and_numba_stats_agree_on_hostile_values():
     """Random tensors with NaN, inf, signed zeros and huge values, slabs crossed."""
-    import pas.dlv.diff as diff_mod
-    from pas.dlv._diff_kernel import stats
+    import pas.delta.change as change
+    from pas.delta._change_kernel import sums
     rng = np.random.default_rng(7)
     specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-45], np.float32)
     for case in range(60):
-        n = int(rng.integers(1, 3000)) if case else diff_mod.SLAB + 5
+        n = int(rng.integers(1, 3000)) if case else change.SLAB + 5
         a = rng.normal(0, 1, n).astype(np.float32)
         b = a + rng.normal(0, 1e-3, n).astype(np.float32) * (rng.random(n) < 0.5)
         for arr, count in ((b, 20), (a, 5)):
             idx = rng.integers(0, n, int(rng.integers(0, count)))
             arr[idx] = rng.choice(specials, len(idx))
-        got = diff_mod._numpy_stats(a, b, a.view(np.uint32), b.view(np.uint32))
-        want = stats(a, b, a.view(np.uint32), b.view(np.uint32))
+        got = change.numpy_sums(a, b, a.view(np.uint32), b.view(np.uint32))
+        want = sums(a, b, a.view(np.uint32), b.view(np.uint32))
         assert got[:2] == tuple(want[:2]), case
         for g, w in zip(got[2:], want[2:]):
             assert g == w or g == pytest.approx(w, rel=1e-9), (case, got, want)
@@ -166,9 +167,8 @@ def _snap(tensors: dict[str, np.ndarray], files=None) -> Snapshot:
     return s
 
 
-def test_diff_reads_only_differing_tensors(monkeypatch):
+def _two_versions(repo):
     rng = np.random.default_rng(1)
-    repo = Repository.in_memory()
     base = {f"layer{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(12)}
     va = repo.archive_snapshot(_snap(base), "m", message="a").version_id
     new = dict(base)
@@ -178,17 +178,93 @@ def test_diff_reads_only_differing_tensors(monkeypatch):
     del new["layer11.weight"]
     new["extra.bias"] = np.zeros(4, np.float32)
     vb = repo.archive_snapshot(_snap(new), "m", message="b").version_id
+    return base, va, vb
+
+
+def _counting_reads(monkeypatch) -> list[str]:
     reads = []
     real = Repository.read_tensor
     monkeypatch.setattr(Repository, "read_tensor", lambda self, e, **kw: reads.append(e.name) or real(self, e, **kw))
+    return reads
+
+
+def test_diff_reads_only_differing_tensors(monkeypatch):
+    """Without recorded changes (a pair that is not a version and its parent),
+    only the tensors whose addresses differ are read."""
+    import pas.dlv.diff as diff_mod
+    repo = Repository.in_memory()
+    base, va, vb = _two_versions(repo)
+    monkeypatch.setattr(diff_mod, "_recorded", lambda *a: None)
+    reads = _counting_reads(monkeypatch)
     d = diff(repo, va, vb)
     assert sorted(reads) == ["layer3.weight", "layer3.weight", "layer7.weight", "layer7.weight"]
     assert d["tensors_read"] == 4 and d["tensors_total"] == 24
+    _check_two_versions(d, base)
+
+
+def _check_two_versions(d, base):
     assert d["added"] == ["extra.bias"] and d["removed"] == ["layer11.weight"] and d["unchanged"] == 9
     by = {c["name"]: c for c in d["changed"]}
     assert by["layer7.weight"]["changed_elements"] == 1
     assert by["layer7.weight"]["max_abs"] == 2 * abs(float(base["layer7.weight"][0, 0]))
     assert by["layer3.weight"]["rel_l2"] == pytest.approx(0.01, rel=1e-5)
+
+
+def _same_stats(got: dict, want: dict) -> None:
+    """Counts exactly; sums to float64 rounding (the writer may add a big tensor's slabs up separately)."""
+    assert got.keys() == want.keys()
+    for k in got:
+        if isinstance(want[k], float):
+            assert got[k] == pytest.approx(want[k], rel=1e-12, abs=0.0), k
+        else:
+            assert got[k] == want[k], k
+
+
+def test_diff_of_a_version_and_its_parent_reads_no_tensor(monkeypatch):
+    """The writer records each tensor's change from its parent's same-named one:
+    diffing the pair, either way round, reads records only, and says what
+    measuring the tensors says."""
+    import pas.dlv.diff as diff_mod
+    repo = Repository.in_memory()
+    base, va, vb = _two_versions(repo)
+    for first, second in ((va, vb), (vb, va)):
+        reads = _counting_reads(monkeypatch)
+        d = diff(repo, first, second)
+        assert reads == [] and d["tensors_read"] == 0
+        with monkeypatch.context() as m:
+            m.setattr(diff_mod, "_recorded", lambda *a: None)
+            measured = diff(repo, first, second)
+        assert [c["name"] for c in d["changed"]] == [c["name"] for c in measured["changed"]]
+        for got, want in zip(d["changed"], measured["changed"]):
+            _same_stats(got, want)
+    _check_two_versions(diff(repo, va, vb), base)
+
+
+def test_recorded_changes_name_their_base_and_stay_exact_only():
+    """A record's change names the tensor it was measured from: a diff against
+    any other tensor measures; lossy tensors record none (their stored words
+    are not their values)."""
+    from pas.delta.change import Change
+    repo = Repository.in_memory()
+    base, va, vb = _two_versions(repo)
+    v2 = dict(base)
+    v2["layer3.weight"] = base["layer3.weight"] * np.float32(1.02)
+    vc = repo.archive_snapshot(_snap(v2), "m", message="c").version_id
+    entry = {e.name: e for e in repo.version(vc).tensors}["layer3.weight"]
+    lay = repo.reader.parse(entry.object)
+    vs, _ = Change.from_record(lay.rec["change"], lay.n)
+    assert vs == {e.name: e for e in repo.version(vb).tensors}["layer3.weight"].object
+    d = diff(repo, va, vc)     # not a parent pair: layer3 is measured, and agrees with the data
+    by = {c["name"]: c for c in d["changed"]}
+    assert d["tensors_read"] >= 2
+    assert by["layer3.weight"]["rel_l2"] == pytest.approx(0.02, rel=1e-4)
+    lossy = dict(v2, **{"layer3.weight": base["layer3.weight"] * np.float32(1.03)})
+    vl = repo.archive_snapshot(_snap(lossy), "m", message="lossy", scheme="bf16").version_id
+    entries = repo.version(vl).tensors
+    assert any(e.lossy is not None for e in entries)
+    for e in entries:
+        assert "change" not in repo.reader.parse(e.object).rec or e.lossy is None
+    assert Change.from_record({"vs": "zz"}, 4) is None and Change.from_record({**lay.rec["change"], "changed": -1}, 4) is None
 
 
 # ----------------------------------------------------------- staging and commit

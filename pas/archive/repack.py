@@ -198,6 +198,8 @@ class _Repacker:
         dt, n = lay.dtype, lay.n
         base_layout = self.layout_of[t.base] if t.base is not None else None
         rec = {"dtype": dt.name, "shape": list(lay.shape)}
+        if "change" in lay.rec:
+            rec["change"] = lay.rec["change"]   # a fact about the tensor's content, not its encoding
         w = self.w
         if n * dt.itemsize <= w.budget.slab_bytes:
             words = self._words(t.address)

@@ -2,147 +2,35 @@
 
 Reads only what it needs: a tensor whose entry names the same content
 address (and the same lossy decoding) in both versions is unchanged without
-reading a byte; only tensors whose addresses differ are read
-(`Repository.read_tensor`, every byte checked), and compared slab by slab.
-
-Statistics of a changed tensor (same dtype and shape):
-  * ``changed_fraction``: share of elements whose *bit patterns* differ
-    (so -0.0 vs 0.0 is a change, and a NaN equal to itself bit for bit is not);
-  * ``max_abs`` and ``rel_l2`` = ||b - a||2 / ||a||2 over the elements finite
-    in both (float64 arithmetic; ``rel_l2`` is null when ||a|| = 0 and b != a);
-  * ``nonfinite_changed``: changed elements where either side is NaN or inf.
+reading a byte. A changed tensor archived against the other version's
+same-named tensor (a version and its parent) carries its change statistics
+in its record (`pas.delta.change`): two records are read, no tensor. Only
+the other changed tensors are read (`Repository.read_tensor`, every byte
+checked) and measured. The statistics are those of `pas.delta.change`.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from .. import dtypes, planes
+from ..delta.change import Change, tensor_stats
 from ..errors import BadInput
 from ..writer import PARALLEL_MIN_BYTES
 from . import metadata as md
 from . import netdef
 from .model import ModelVersion
 
-#: Elements per slab of the numpy statistics: its float64 temporaries (512 KiB
-#: each) stay in cache across the slab's passes (12M float32: 52 ms against
-#: 120 ms with slabs of 1M elements).
-SLAB = 1 << 16
 
-
-def _f8_table(exp_bits: int, man_bits: int, fn: bool) -> np.ndarray:
-    """float64 value of each of the 256 bit patterns of a float8 format."""
-    bias = (1 << (exp_bits - 1)) - 1
-    out = np.empty(256, np.float64)
-    for b in range(256):
-        s = -1.0 if b >> 7 else 1.0
-        e = (b >> man_bits) & ((1 << exp_bits) - 1)
-        f = b & ((1 << man_bits) - 1)
-        top = (1 << exp_bits) - 1
-        if fn and e == top and f == (1 << man_bits) - 1:       # E4M3fn: only NaN, no inf
-            out[b] = math.nan
-        elif not fn and e == top:                              # E5M2: IEEE inf / NaN
-            out[b] = s * math.inf if f == 0 else math.nan
-        elif e == 0:
-            out[b] = s * f / (1 << man_bits) * 2.0 ** (1 - bias)
-        else:
-            out[b] = s * (1 + f / (1 << man_bits)) * 2.0 ** (e - bias)
-    return out
-
-
-_F8 = {"F8_E4M3": lambda: _f8_table(4, 3, True), "F8_E5M2": lambda: _f8_table(5, 2, False)}
-
-
-def _values(arr: np.ndarray, dtype: str) -> np.ndarray:
-    """Element values in a dtype the kernel computes with (exactly: BF16/F16
-    widened to float32, F8 through its table; integers and floats as they are)."""
-    if dtype == "BF16":
-        return (arr.view(np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
-    if dtype == "F16":
-        return arr.astype(np.float32)
-    if dtype in _F8:
-        return _F8[dtype]()[arr.view(np.uint8)]
-    return arr
-
-
-def _kernel(n: int):
-    """The Numba kernel (one pass over both tensors, no temporaries) once Numba is
-    loaded or the diff is big enough to pay for loading it (~1-2 s a process, the
-    rule of `pas.planes`); else the numpy version, slab by slab (five passes and
-    as many float64 temporaries: ~4x slower per element, no start-up)."""
-    import sys
-
-    if "numba" in sys.modules or n >= planes.NUMBA_WORTH_ELEMENTS:
-        from ._diff_kernel import stats
-        return stats
-    return _numpy_stats
-
-
-def _numpy_stats(va, vb, ba, bb):
-    """`pas.dlv._diff_kernel.stats` in numpy, SLAB elements at a time."""
-    with np.errstate(invalid="ignore", over="ignore"):    # inf - inf and the like: masked out below
-        return _numpy_slabs(va, vb, ba, bb)
-
-
-def _sq(v: np.ndarray) -> float:
-    """Sum of squares without BLAS: its threads fight the pool's, which runs
-    these statistics two tensors at a time (8 tensors of 2.8M: 0.25 s through
-    np.dot on two threads, 0.09 s this way)."""
-    return float(np.einsum("i,i->", v, v))
-
-
-def _numpy_slabs(va, vb, ba, bb):
-    changed = nonfinite = 0
-    max_abs = sq_a = sq_d = 0.0
-    # One set of float64 buffers for every slab: a fresh temporary per slab is
-    # a fresh mapping (glibc maps blocks this big), paid in page faults.
-    bufs = np.empty((3, min(SLAB, va.shape[0])), np.float64)
-    for i in range(0, va.shape[0], SLAB):
-        m = min(SLAB, va.shape[0] - i)
-        x, y, d = bufs[0, :m], bufs[1, :m], bufs[2, :m]
-        np.copyto(x, va[i:i + m])
-        np.copyto(y, vb[i:i + m])
-        differ = ba[i:i + m] != bb[i:i + m]
-        changed += int(np.count_nonzero(differ))
-        np.subtract(y, x, out=d)   # exact for inputs of 32 bits or less; 0 where the bits are equal and finite
-        sq_a_slab = _sq(x)
-        sq_d_slab = _sq(d)
-        if np.isfinite(sq_a_slab) and np.isfinite(sq_d_slab):   # all finite: the common case, no masks
-            sq_a += sq_a_slab
-            sq_d += sq_d_slab
-            if d.size:
-                max_abs = max(max_abs, float(d.max()), -float(d.min()))   # |d| without a temporary
-            continue
-        finite = np.isfinite(x) & np.isfinite(y)
-        nonfinite += int(np.count_nonzero(differ & ~finite))
-        xf = x[finite]
-        sq_a += _sq(xf)
-        df = d[finite & differ]
-        if df.size:
-            max_abs = max(max_abs, float(np.abs(df).max()))
-            sq_d += _sq(df)
-    return changed, nonfinite, max_abs, sq_a, sq_d
-
-
-def tensor_stats(a: np.ndarray, b: np.ndarray, dtype: str) -> dict:
-    """Change statistics of two arrays of the same dtype and shape (see the module doc)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        raise BadInput(f"cannot compare arrays of {a.dtype}{a.shape} and {b.dtype}{b.shape}")
-    n = a.size
-    bits = np.dtype(f"u{a.dtype.itemsize}")
-    fa, fb = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
-    changed, nonfinite, max_abs, sq_a, sq_d = _kernel(n)(_values(fa, dtype), _values(fb, dtype),
-                                                        fa.view(bits), fb.view(bits))
-    if sq_d == 0.0:
-        rel = 0.0
-    elif sq_a == 0.0:
-        rel = None
-    else:
-        rel = math.sqrt(sq_d) / math.sqrt(sq_a)
-        rel = rel if math.isfinite(rel) else None
-    return {"elements": n, "changed_elements": int(changed), "changed_fraction": int(changed) / n if n else 0.0,
-            "max_abs": float(max_abs), "rel_l2": rel, "nonfinite_changed": int(nonfinite)}
+def _recorded(repo, x, y) -> dict | None:
+    """The statistics of the change from entry x to entry y, if the writer kept
+    them in either tensor's record (it measures a tensor against its parent's
+    same-named one as it archives it)."""
+    if x.lossy is not None or y.lossy is not None:
+        return None    # measured on the stored words, not on the values a lossy entry decodes to
+    for before, after, flip in ((x, y, False), (y, x, True)):
+        lay = repo.reader.parse(after.object)
+        got = Change.from_record(lay.rec["change"], lay.n) if "change" in lay.rec else None
+        if got is not None and got[0] == before.object:
+            return (got[1].reversed() if flip else got[1]).stats()
+    return None
 
 
 def weights_diff(repo, va, vb) -> dict:
@@ -160,7 +48,11 @@ def weights_diff(repo, va, vb) -> dict:
                             "changed_fraction": None, "max_abs": None, "rel_l2": None,
                             "note": "dtype or shape changed"})
             continue
-        todo.append((x, y))
+        stats = _recorded(repo, x, y)
+        if stats is not None:
+            changed.append({"name": name, "dtype": x.out_dtype, "shape": list(x.shape), **stats})
+        else:
+            todo.append((x, y))
 
     def compare(x, y, parallel: bool) -> dict:
         a = repo.read_tensor(x, parallel=parallel)
