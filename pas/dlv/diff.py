@@ -38,6 +38,10 @@ def weights_diff(repo, va, vb) -> dict:
     ea = {e.name: e for e in va.tensors}
     eb = {e.name: e for e in vb.tensors}
     changed, unchanged, todo = [], 0, []
+    # The records of every tensor that differs, in one batch: they hold the
+    # recorded changes, and a small tensor's planes too.
+    repo.reader.prefetch([e.object for n in ea.keys() & eb.keys() if ea[n].object != eb[n].object
+                          for e in (ea[n], eb[n])])
     for name in sorted(ea.keys() & eb.keys()):
         x, y = ea[name], eb[name]
         if x.object == y.object and x.lossy == y.lossy:
