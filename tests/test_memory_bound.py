@@ -133,13 +133,24 @@ def test_slab_encode_matches_the_whole_tensor_encode():
         out = r.retrieve(snaps[1].version_id).tensors["w"].data
         assert out.tobytes() == w2.tobytes()
         assert r.verify().ok
+        second = r.reader.parse(r.version(snaps[1].version_id).tensors[0].object)
+        assert second.base is not None, "w2 should be a delta, its change measured slab by slab"
         return [r.reader.parse(e.object).addrs for e in r.version(snaps[0].version_id).tensors], \
-            sum(x.physical_added for x in snaps)
+            sum(x.physical_added for x in snaps), second.rec["change"]
 
-    slabbed_addrs, slabbed_bytes = store(4 * MiB)      # slabs of 256 KiB: 10 of them per plane
-    whole_addrs, whole_bytes = store(4 << 30)
+    slabbed_addrs, slabbed_bytes, slabbed_change = store(4 * MiB)   # slabs of 256 KiB: 10 of them per plane
+    whole_addrs, whole_bytes, whole_change = store(4 << 30)
     assert slabbed_addrs == whole_addrs
     assert abs(slabbed_bytes - whole_bytes) < 0.02 * whole_bytes
+    # The change w -> w2 the writer records (for pas diff) is the same measured in slabs or whole.
+    from pas.delta.change import tensor_stats
+    want = tensor_stats(w, w2, "F32")
+    for change in (slabbed_change, whole_change):
+        assert change["changed"] == want["changed_elements"] == w.size // 5
+        assert change["max_abs"] == want["max_abs"]
+    assert slabbed_change["vs"] == whole_change["vs"]
+    for k in ("sq_a", "sq_b", "sq_d"):      # sums added slab by slab: equal to float64 rounding
+        assert slabbed_change[k] == pytest.approx(whole_change[k], rel=1e-12), k
 
 
 def test_state_dict_of_100000_tensors(tmp_path):
