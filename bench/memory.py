@@ -220,30 +220,42 @@ def settle_memory() -> str | None:
 
 #: glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Buffers below this come from the heap; none above the size of any one
+#: buffer the benchmark allocates (the largest tensors are ~50 MB).
+STEADY_MMAP_THRESHOLD = 1 << 30
 #: glibc's own ceiling for its dynamic mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX
-#: on 64-bit): the steady state a long-running process reaches.
+#: on 64-bit): the fallback where glibc refuses the steady threshold.
 PINNED_MMAP_THRESHOLD = 32 << 20
 
 
 def pin_allocator() -> str | None:
-    """Fix glibc's mmap threshold for this process at the value its dynamic
-    rule converges to. Left alone, glibc raises the threshold (up to 32 MiB)
-    each time it frees an mmap'd block, so whether a 1-30 MB buffer comes from
-    reused heap or fresh pages depends on what the process freed before: a
-    per-run state that made one scheme's decompression 1.5x slower for a whole
-    run (session 3). Pinned at the ceiling, every run and every scheme gets the
-    steady state of a long-running process. (Pinned low instead, at 256 KiB,
-    every buffer costs fresh pages and page faults: pas's whole-version
-    retrieve took 2x longer, far from what a real process sees.)
-    Returns None on success, else why not."""
+    """Put glibc's allocator in the steady state of a long-running process that
+    reuses its memory: freed buffers stay in the heap (trimming off, and no
+    buffer mapped apart), so after a warm-up repeat no scheme's buffers cost
+    fresh pages.
+
+    Fresh pages are a per-run cost. Each one is a page fault, and on this VM
+    what a fault costs moves between runs: blosc2's retrieval of
+    lineage-finetune took 0.42-0.46 s a repeat in one process and 0.28-0.40 s in
+    another started minutes later, the same 57,000 faults a repeat in both. Its
+    ratio to pas moved by 28-32% between two full runs, twice
+    (bench/reports/2026-11-28-session8, -session9). With the heap kept, the
+    same loop took 0.26-0.33 s with no fault after the first repeat. Left to
+    itself, glibc also moves its mmap threshold as blocks are freed (a per-run
+    state too, session 3). First-touch costs stay in the report's cold
+    measurements. Returns None on success, else why not."""
     try:
         import ctypes
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return "not glibc"
-    if not (mallopt(_M_MMAP_THRESHOLD, PINNED_MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, 2 * PINNED_MMAP_THRESHOLD)):
-        return "mallopt refused"
-    return None
+    if not mallopt(_M_TRIM_THRESHOLD, -1):
+        return "mallopt refused to turn trimming off"
+    if mallopt(_M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD):
+        return None
+    if mallopt(_M_MMAP_THRESHOLD, PINNED_MMAP_THRESHOLD):
+        return f"glibc refused an mmap threshold of {STEADY_MMAP_THRESHOLD} bytes; pinned at {PINNED_MMAP_THRESHOLD}"
+    return "mallopt refused"
 
 
 def no_huge_pages() -> str | None:
@@ -280,7 +292,8 @@ def steady_process() -> dict[str, str]:
     """Fix the per-run states of this process that move timings (`pin_allocator`,
     `no_huge_pages`): what the timed run and the memory probes start with. For
     the report's machine description, how each went."""
-    return {"allocator_pinned": pin_allocator() or f"yes: mmap threshold {PINNED_MMAP_THRESHOLD} bytes",
+    return {"allocator_pinned": pin_allocator() or f"yes: heap kept (no trimming), mmap threshold "
+                                                   f"{STEADY_MMAP_THRESHOLD} bytes",
             "numpy_huge_pages": (no_huge_pages() or "off (numpy's madvise)")
             + f"; kernel transparent huge pages: {huge_page_mode()}"}
 
