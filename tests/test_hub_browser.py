@@ -90,6 +90,22 @@ def shot(driver, tmp_path: Path, name: str) -> None:
         shutil.copy(out, dest / out.name)
 
 
+def wait_for(d, find, timeout: float = 10.0):
+    """``find(d)`` once it gives something non-empty: a click that submits a form
+    may return before the new page is there (a full run from a fresh clone once
+    read no DQL results this way)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = find(d)
+        except (NoSuchElementException, StaleElementReferenceException):
+            got = None
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
 def test_publish_search_version_diff_lineage_download(site, browser, tmp_path):
     d, ids = browser, site["ids"]
     d.get(site["url"] + "/")
@@ -122,7 +138,7 @@ def test_publish_search_version_diff_lineage_download(site, browser, tmp_path):
     assert (d.downloads / want).read_bytes() == (tmp_path / "expected.safetensors").read_bytes()
     # The diff with its parent (a copy of digits: only the classifier changed).
     d.find_element(By.ID, "diff-parent").click()
-    weights = d.find_element(By.ID, "weights").text
+    weights = wait_for(d, lambda d: d.find_element(By.ID, "weights").text)
     assert "fc2.weight" in weights and "fc1.weight" not in weights
     assert "0.02" in d.find_element(By.ID, "hparams").text
     shot(d, tmp_path, "diff")
@@ -137,8 +153,8 @@ def test_publish_search_version_diff_lineage_download(site, browser, tmp_path):
     q = d.find_element(By.NAME, "dql")
     q.send_keys('select m where m.hparams.lr < 0.05')
     d.find_element(By.CSS_SELECTOR, "button[form=dqlform]").click()
-    rows = d.find_elements(By.CSS_SELECTOR, "#results tr")[1:]
-    assert [r.text.split()[0] for r in rows] == [ids["digits-ft@1"][:12]]
+    found = wait_for(d, lambda d: [r.text.split()[0] for r in d.find_elements(By.CSS_SELECTOR, "#results tr")[1:]])
+    assert found == [ids["digits-ft@1"][:12]]
     # An error is a page with the message, escaped.
     d.get(f"{site['url']}/r/zoo/v/%3Cb%3Enope%3C%2Fb%3E")
     assert "<b>nope</b>" in d.find_element(By.ID, "message").text
