@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import dtypes, planes
 from ..errors import BadInput
+from ..reader import float_values
 
 #: Elements per slab of the numpy sums: its float64 temporaries (512 KiB
 #: each) stay in cache across the slab's passes (12M float32: 52 ms against
@@ -118,7 +119,7 @@ def _values(words: np.ndarray, dt: dtypes.DType) -> np.ndarray:
     """Element values in a dtype the kernel computes with, exactly: BF16/F16
     widened to float32, F8 through its table, the rest as they are."""
     if dt.name == "BF16":
-        return (words.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return float_values(words, dt)
     if dt.name == "F16":
         return words.view(np.float16).astype(np.float32)
     if dt.name in _F8:
