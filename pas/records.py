@@ -205,7 +205,12 @@ class Version:
 
     @property
     def tensors(self) -> list[TensorEntry]:
-        return [TensorEntry.from_json(d) for d in self.manifest["tensors"]]
+        # Parsed once: a retrieve walks a version's entries several times
+        # (thousands of small tensors in a checkpoint). A new list each call.
+        parsed = self.__dict__.get("_tensors")
+        if parsed is None:
+            parsed = self.__dict__["_tensors"] = tuple(TensorEntry.from_json(d) for d in self.manifest["tensors"])
+        return list(parsed)
 
     @property
     def files(self) -> list[TensorEntry]:
