@@ -142,6 +142,13 @@ class TensorReader:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= old.nbytes
 
+    def forget(self, addr: bytes) -> None:
+        """Drop one tensor's decoded words from the cache (no longer needed as a base)."""
+        with self._lock:
+            old = self._cache.pop(addr, None)
+            if old is not None:
+                self._cached -= old.nbytes
+
     def limit_cache(self, nbytes: int) -> None:
         """Hold at most ``nbytes`` of decoded words from now on (a memory limit)."""
         with self._lock:
@@ -214,28 +221,27 @@ class TensorReader:
         lo = int(lay.offsets[rows.start]) if rows else start
         hi = int(lay.offsets[rows.stop]) if rows else start
         out = np.empty(hi - lo, lay.dtype.bits_dtype)
-        if cached is not None:
-            m = max(0, min(hi, cached.shape[0]) - lo)
-            out[:m] = cached[lo:lo + m]
-            out[m:] = 0
+        base = cached   # the first level applied reads a cached base where it lies, not a copy of it
         for level in reversed(chain):
-            self._apply_level(level, out, lo, start, stop, parallel, verify_chunks)
+            self._apply_level(level, out, lo, start, stop, parallel, verify_chunks, base)
+            base = None
             end = max(0, min(hi, level.n) - lo)
             if end < out.shape[0]:
                 out[end:] = 0
         return out[start - lo: stop - lo]
 
     def _apply_level(self, lay: _Layout, out: np.ndarray, lo: int, start: int, stop: int,
-                     parallel: bool, verify_chunks: bool) -> None:
+                     parallel: bool, verify_chunks: bool, base: np.ndarray | None = None) -> None:
         """Merge the rows of one record that hold elements [start, stop) over
-        ``out`` (elements from ``lo`` on; for a delta, the base's words there).
+        ``out`` (elements from ``lo`` on; for a delta, the base's words there,
+        or the whole base's words in ``base``).
         Elements of ``out`` outside [start, stop) may be left wrong: the caller drops them."""
         dt = lay.dtype
         if lay.inline is not None:
             # Small tensors: one record holds every plane; the common path, kept short.
             pieces = [np.frombuffer(codecs.decode_chunk(f, lay.n, checked=False), np.uint8)
                       for f in lay.inline]
-            _merge_window(pieces, lay, 0, lay.n, out, lo)
+            _merge_window(pieces, lay, 0, lay.n, out, lo, base)
             return
         rows = lay.rows(start, min(stop, lay.n))
         nrows = len(rows)
@@ -246,7 +252,7 @@ class TensorReader:
             scratch = self._scratch(dt.itemsize, lay.lengths[j])
             pieces = [self._plane_piece(lay, p, j, values[p * nrows + i], verify_chunks, scratch[p])
                       for p in range(dt.itemsize)]
-            _merge_window(pieces, lay, int(lay.offsets[j]), int(lay.offsets[j + 1]), out, lo)
+            _merge_window(pieces, lay, int(lay.offsets[j]), int(lay.offsets[j + 1]), out, lo, base)
 
         span = (int(lay.offsets[rows.stop]) - int(lay.offsets[rows.start])) if rows else 0
         if parallel and nrows > 1 and span * dt.itemsize >= (4 << 20):
@@ -425,10 +431,17 @@ class TensorReader:
         decoded again chunk by chunk, to name the damaged chunk. ``what`` names
         the tensor in the error."""
         lay = self.parse(addr)
-        words = self.words(addr, parallel=parallel)
+        hit = self.cached(addr)
+        words = self.words(addr, parallel=parallel) if hit is None else hit
+        if records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
+            # A cached array is also held by whoever put it there (a snapshot
+            # handed out, an archived input): the caller gets its own copy.
+            return words if hit is None else words.copy()
+        # Decoded words kept in the cache are also held by their owners, who
+        # may have changed them: decode from the store alone before blaming it.
+        self.clear_cache()
+        words = self.words(addr, parallel=parallel, verify_chunks=True)   # names a damaged chunk
         if not records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
-            self.clear_cache()
-            self.words(addr, parallel=parallel, verify_chunks=True)   # names the damaged chunk
             raise IntegrityError(f"{what or 'tensor ' + addr.hex()[:16]} does not match its content address")
         return words
 
@@ -600,11 +613,19 @@ def parse_record(addr: bytes, value: bytes) -> _Layout:
 
 
 def _merge_window(pieces: list[np.ndarray], lay: _Layout, a: int, b: int,
-                  out: np.ndarray, lo: int) -> None:
+                  out: np.ndarray, lo: int, base: np.ndarray | None = None) -> None:
     """Merge the planes of elements [a, b) of ``lay`` over ``out`` (elements from
-    ``lo`` on), in place; the part of [a, b) outside ``out`` is decoded against
+    ``lo`` on), in place, or over ``base`` (a whole tensor's words, zeros past
+    its end) into ``out``; the part of [a, b) outside ``out`` is decoded against
     zeros and dropped (rows of another chunking, or an inline tensor read in part)."""
     s, e = max(a, lo) - lo, min(b, lo + out.shape[0]) - lo
+    if base is not None and a - lo == s and b - lo == e and b <= base.shape[0]:
+        planes.merge(pieces, lay.dtype, lay.layout, out[s:e], base=base[a:b], op=lay.op)
+        return
+    if base is not None and s < e:   # the base ends inside this row: copy, pad, merge in place
+        m = max(0, min(e + lo, base.shape[0]) - (s + lo))
+        out[s:s + m] = base[s + lo:s + lo + m]
+        out[s + m:e] = 0
     if a - lo == s and b - lo == e:   # the common case: the row lies inside out
         target = out[s:e]
         planes.merge(pieces, lay.dtype, lay.layout, target, base=target, op=lay.op)
