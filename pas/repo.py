@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -573,7 +573,90 @@ class Repository:
         finally:
             self.reader.clear_cache()  # decoded bases are shared within one retrieve only
 
-    def _retrieve(self, v: Version, names, files, progress, top_bytes) -> Snapshot:
+    def retrieve_many(self, refs: Iterable[str | bytes], files: bool = True,
+                      progress: Progress | None = None) -> Iterator[tuple[Version, Snapshot]]:
+        """Several versions, each verified as `retrieve` verifies one, with every
+        stored delta decoded once.
+
+        Retrieved one by one, a version whose tensors are deltas rebuilds
+        each tensor's whole chain down to a keyframe, so a lineage costs the
+        sum of its chain depths. Here a decoded tensor that a later version's
+        chain passes through is kept until that version has been read, and the
+        later version applies only its own level. Versions are yielded, with
+        their snapshots, in an order where the versions a version's tensors
+        delta against come first (the given order where that allows); at most
+        the decoded tensors still needed as bases are held, within the base
+        cache's bound (`TensorReader`, BASE_CACHE_BYTES). A version named twice
+        is yielded once.
+        """
+        versions = list({v.id: v for v in map(self.version, refs)}.values())
+        order, uses = self._shared_bases(versions)
+        needed: dict[bytes, int] = {}
+        for used in uses.values():
+            for a in used:
+                needed[a] = needed.get(a, 0) + 1
+        try:
+            for v in order:
+                keep = {e.object for e in v.tensors} & needed.keys()
+
+                def read_keeping(e: TensorEntry, parallel: bool) -> np.ndarray:
+                    data = self.read_tensor(e, parallel=parallel)
+                    if e.object in keep and e.lossy is None:
+                        self.reader.remember(e.object, data.reshape(-1).view(dtypes.get(e.dtype).bits_dtype))
+                    return data
+
+                with planes.workload(sum(e.nbytes // dtypes.get(e.dtype).itemsize for e in v.tensors)):
+                    snap = self._retrieve(v, None, files, progress, None, read_keeping)
+                for a in uses[v.id]:
+                    needed[a] -= 1
+                    if needed[a] == 0:
+                        del needed[a]
+                        self.reader.forget(a)
+                yield v, snap
+        finally:
+            self.reader.clear_cache()
+
+    def _shared_bases(self, versions: list[Version]) -> tuple[list[Version], dict[bytes, list[bytes]]]:
+        """The order to read ``versions`` in, and for each version the tensors
+        of earlier ones in that order where its tensors' delta chains stop
+        (each use counted once per tensor)."""
+        made_by: dict[bytes, bytes] = {}   # tensor address -> the first version holding it
+        chains: dict[bytes, list[list[bytes]]] = {}
+        for v in versions:
+            self.reader.prefetch([e.object for e in v.tensors])
+            chains[v.id] = [self._chain_addresses(e.object) for e in v.tensors if e.lossy is None]
+            for e in v.tensors:
+                made_by.setdefault(e.object, v.id)
+        # Only bases order versions: a tensor identical to another version's is
+        # shared whichever comes first.
+        after = {v.id: {made_by[a] for chain in chains[v.id] for a in chain[1:] if made_by.get(a, v.id) != v.id}
+                 for v in versions}
+        order: list[Version] = []
+        left = list(versions)
+        while left:   # bases first; a cycle (possible after repack) is broken in the given order
+            done = {u.id for u in order}
+            v = next((v for v in left if after[v.id] <= done), left[0])
+            left.remove(v)
+            order.append(v)
+        uses: dict[bytes, list[bytes]] = {}
+        seen: set[bytes] = set()
+        for v in order:
+            uses[v.id] = [next(a for a in chain if a in seen) for chain in chains[v.id]
+                          if any(a in seen for a in chain)]
+            seen.update(e.object for e in v.tensors)
+        return order, uses
+
+    def _chain_addresses(self, addr: bytes) -> list[bytes]:
+        """A tensor's address and its delta bases', nearest first."""
+        chain = [addr]
+        lay = self.reader.parse(addr)
+        while lay.base is not None:
+            chain.append(lay.base)
+            lay = self.reader.parse(lay.base)
+        return chain
+
+    def _retrieve(self, v: Version, names, files, progress, top_bytes,
+                  read_tensor: Callable[[TensorEntry, bool], np.ndarray] | None = None) -> Snapshot:
         entries = v.tensors
         if names is not None:
             wanted = list(names)
@@ -595,7 +678,7 @@ class Repository:
             datas = self._read_entries(entries, progress, approx)
             snap.metadata["pas.approx_bytes"] = str(top_bytes)
         else:
-            datas = self._read_entries(entries, progress, self.read_tensor)
+            datas = self._read_entries(entries, progress, read_tensor or self.read_tensor)
         for e, data in zip(entries, datas):
             snap.add(Tensor(e.name, e.out_dtype, e.shape, data))
         if files and names is None:

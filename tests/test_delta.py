@@ -629,6 +629,62 @@ def test_find_similar_picks_the_version_a_finetune_came_from():
 
 
 # ----------------------------------------------------------- archive_series
+def _branching_lineage(repo):
+    """v0 <- v1 <- v2, v1 <- v3 (a branch), every version a fine-tune of its parent."""
+    snaps = {"v0": model(1)}
+    snaps["v1"] = tune(snaps["v0"], 101)
+    snaps["v2"] = tune(snaps["v1"], 102)
+    snaps["v3"] = tune(snaps["v1"], 103)
+    ids = {}
+    for name, parent in (("v0", None), ("v1", "v0"), ("v2", "v1"), ("v3", "v1")):
+        ids[name] = repo.archive_snapshot(snaps[name], name, parent=ids.get(parent)).version_id
+    return snaps, ids
+
+
+def test_retrieve_many_decodes_every_stored_delta_once():
+    """Versions retrieved together share decoded bases: each tensor record's own
+    chunks are read once, where one-by-one retrieves read every chain to its keyframe."""
+    repo = counting_repo(delta={"max_depth": 8, "ops": OPS})
+    snaps, ids = _branching_lineage(repo)
+    objects = {e.object for v in ids.values() for e in repo.version(v).tensors}
+    own_chunks = sum(len(record_chunks(rec(repo, a))) for a in objects)
+    assert any(rec(repo, a).get("depth", 0) >= 2 for a in objects)   # there are chains to share
+
+    def chunk_reads():
+        return sum(1 for k in repo.store.read if k[:1] == CHUNK)
+
+    repo.reader.clear_cache()
+    repo.store.read.clear()
+    for name in ("v3", "v2", "v1", "v0"):
+        assert_same_snapshot(repo.retrieve(ids[name]), snaps[name])
+    one_by_one = chunk_reads()
+
+    repo.store.read.clear()
+    got = list(repo.retrieve_many([ids["v3"], "v2", ids["v1"][:12], "v0", "v2"]))
+    # bases first, the given order otherwise; a version named twice comes once
+    assert [v.name for v, _ in got] == ["v0", "v1", "v3", "v2"]
+    for v, snap in got:
+        assert_same_snapshot(snap, snaps[v.name])
+    assert chunk_reads() == own_chunks < one_by_one
+    assert repo.reader._cached == 0   # nothing is kept once the versions are read
+
+
+def test_retrieve_many_snapshots_are_the_callers_to_change():
+    """A snapshot handed out may be changed before the next version, whose tensors
+    delta against it, is read: the next version is still exact (rebuilt from the
+    store), and tensors identical across versions are separate arrays."""
+    repo = Repository.in_memory()
+    snaps, ids = _branching_lineage(repo)
+    seen = []
+    for v, snap in repo.retrieve_many(["v0", "v1", "v2", "v3"]):
+        assert_same_snapshot(snap, snaps[v.name])
+        for t in snap.tensors.values():
+            assert all(not np.shares_memory(t.data, other) for other in seen)
+            seen.append(t.data)
+            t.data.reshape(-1).view(np.uint8)[:8] ^= 0xFF    # the caller scribbles on it
+    assert repo.verify().ok
+
+
 def test_archive_series_of_checkpoint_files(tmp_path):
     from pas import formats
     snaps = [model(20, scale=0.6)]
