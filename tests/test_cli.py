@@ -228,14 +228,21 @@ def test_init_archive_retrieve_log(backend, tmp_path):
     assert "copy ->" in human and "reused" in human
 
     out, old, part = tmp_path / "out.safetensors", tmp_path / "old.npz", tmp_path / "part.safetensors"
-    r, _, rp, log, everything, human_log = parallel(
+    many = tmp_path / "many"
+    r, _, rp, log, everything, human_log, rm = parallel(
         lambda: pas_json("-R", repo, "retrieve", "main", "-o", out),
         lambda: pas("-R", repo, "retrieve", a1["version_id"][:10], "-o", old, "--format", "npz"),
         lambda: pas_json("-R", repo, "retrieve", "main", "-o", part, "--tensor", "steps", "-t", "nan"),
         lambda: pas_json("-R", repo, "log", "main"),
         lambda: pas_json("-R", repo, "log"),
-        lambda: pas("-R", repo, "log", "main").stdout)
+        lambda: pas("-R", repo, "log", "main").stdout,
+        lambda: pas_json("-R", repo, "retrieve", "main", a1["version_id"][:10], "-o", many))
     assert r["version_id"] == a2["version_id"] and r["tensors"] == len(s2.tensors)
+    # several REFs: a folder, one file per REF
+    assert sorted(x["ref"] for x in rm["versions"]) == sorted([a1["version_id"][:10], "main"])
+    _same_tensors(pasfmt.read(many / "main.safetensors"), s2)
+    _same_tensors(pasfmt.read(many / f"{a1['version_id'][:10]}.safetensors"), s1)
+    assert sorted(p.name for p in many.iterdir()) == sorted([f"{a1['version_id'][:10]}.safetensors", "main.safetensors"])
     _same_tensors(pasfmt.read(out), s2)
     assert pasfmt.read(out).metadata == s2.metadata
     from safetensors.numpy import load_file                     # an independent reader
@@ -436,9 +443,14 @@ def test_exit_codes_not_found_and_bad_input(built, tmp_path):
         calls += [lambda: pas("-R", path, "retrieve", "main", "-o", tmp_path / "y.safetensors",
                               "-t", "no.such.tensor", expect=3),
                   lambda: pas("-R", path, "retrieve", "main", "-o", tmp_path / "z.bin",
-                              "--format", "tiff", expect=4)]
+                              "--format", "tiff", expect=4),
+                  # several REFs: a folder of distinct names, whole versions only
+                  lambda: pas("-R", path, "retrieve", "main", "main", "-o", tmp_path / "m1", expect=4),
+                  lambda: pas("-R", path, "retrieve", "main", "other", "-o", tmp_path / "m2",
+                              "-t", "steps", expect=4),
+                  lambda: pas("-R", path, "retrieve", "main", "nope", "-o", tmp_path / "m3", expect=3)]
     parallel(*calls)
-    assert not any((tmp_path / n).exists() for n in ("x.safetensors", "y.safetensors", "z.bin"))
+    assert not any((tmp_path / n).exists() for n in ("x.safetensors", "y.safetensors", "z.bin", "m1", "m2", "m3"))
 
 
 def test_exit_code_not_a_repository(backend, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -176,19 +177,28 @@ def archive(src: List[Path] = typer.Argument(..., help="Safetensors/.pt/.bin/.np
 
 
 @app.command()
-def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix)."),
-             out: Path = typer.Option(..., "--out", "-o", help="Output file or folder."),
+def retrieve(refs: List[str] = typer.Argument(..., metavar="REF...", help="Ref names or version ids (prefixes)."),
+             out: Path = typer.Option(..., "--out", "-o", help="Output file or folder; with several REFs a "
+                                      "folder that gets one entry per version, named after its REF."),
              fmt: Optional[str] = typer.Option(None, "--format", "-f", help="safetensors | pt | npz | hf (default: the archived format)."),
-             tensor: Optional[List[str]] = typer.Option(None, "--tensor", "-t", help="Only these tensors (repeatable)."),
-             top_bytes: Optional[int] = typer.Option(None, "--bytes", "-k", help="Approximate: rebuild each element from its top K bytes only (reads only those planes)."),
+             tensor: Optional[List[str]] = typer.Option(None, "--tensor", "-t", help="Only these tensors (repeatable; one REF)."),
+             top_bytes: Optional[int] = typer.Option(None, "--bytes", "-k", help="Approximate: rebuild each element from its top K bytes only (reads only those planes; one REF)."),
              as_json: bool = JsonOpt):
-    """Write version REF back out, every byte verified (or approximated with --bytes)."""
+    """Write version REF back out, every byte verified (or approximated with --bytes).
+
+    With several REFs each stored delta is decoded once: a version whose
+    tensors delta against another one's is rebuilt from it, not from its
+    keyframe (a lineage costs about one decode per version)."""
     import time
 
     from .. import formats
+    if len(refs) > 1:
+        if tensor or top_bytes is not None:
+            raise BadInput("--tensor and --bytes take one REF")
+        return _retrieve_many(refs, out, fmt, as_json)
     t0 = time.perf_counter()
     with _open() as repo:
-        v = repo.version(ref)
+        v = repo.version(refs[0])
         total = sum(e.nbytes for e in v.tensors)
         with _progress(total, f"retrieve {v.short}") as cb:
             snap = repo.retrieve(v.id, names=tensor or None, progress=cb, top_bytes=top_bytes)
@@ -197,6 +207,50 @@ def retrieve(ref: str = typer.Argument(..., help="Ref name or version id (prefix
             "tensors": len(snap.tensors), "bytes": snap.nbytes, "seconds": time.perf_counter() - t0}
     _emit(info, as_json, lambda i: typer.echo(
         f"wrote {i['tensors']} tensors ({_mb(i['bytes'])}) of {v.short} to {out} in {i['seconds']:.3f} s"))
+
+
+_FORMAT_SUFFIX = {"safetensors": ".safetensors", "pt": ".pt", "npz": ".npz", "hf": ""}
+
+
+def _retrieve_many(refs: List[str], out: Path, fmt: Optional[str], as_json: bool) -> None:
+    """`pas retrieve` of several versions into the folder ``out``: OUT/REF plus the format's suffix."""
+    import time
+
+    from .. import formats
+    if fmt is not None and fmt not in formats.FORMATS:
+        raise BadInput(f"unknown format {fmt!r} (known: {', '.join(formats.FORMATS)})")
+    names = {}
+    for ref in refs:
+        name = ref.replace("/", "_").replace(os.sep, "_")
+        if name in ("", ".", "..") or name in names.values():
+            raise BadInput(f"REF {ref!r} does not make a distinct file name in {out}")
+        names[ref] = name
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out} is not a folder (several REFs are written to a folder)")
+    t0 = time.perf_counter()
+    rows = []
+    with _open() as repo:
+        by_id = {}
+        for ref in refs:
+            by_id.setdefault(repo.version(ref).id, []).append(ref)
+        total = sum(e.nbytes for vid in by_id for e in repo.version(vid.hex()).tensors)
+        out.mkdir(parents=True, exist_ok=True)
+        with _progress(total, f"retrieve {len(by_id)} versions") as cb:
+            for v, snap in repo.retrieve_many(list(refs), progress=cb):
+                for ref in by_id[v.id]:
+                    form = fmt or snap.format
+                    path = out / (names[ref] + _FORMAT_SUFFIX[form])
+                    formats.write(snap, path, fmt)
+                    rows.append({"ref": ref, "version_id": v.hex, "out": str(path), "format": form,
+                                 "tensors": len(snap.tensors), "bytes": snap.nbytes})
+    info = {"versions": rows, "seconds": time.perf_counter() - t0}
+
+    def human(i):
+        for r in i["versions"]:
+            typer.echo(f"wrote {r['tensors']} tensors ({_mb(r['bytes'])}) of {r['version_id'][:12]} to {r['out']}")
+        typer.echo(f"{len(i['versions'])} versions, {_mb(sum(r['bytes'] for r in i['versions']))} "
+                   f"in {i['seconds']:.3f} s")
+    _emit(info, as_json, human)
 
 
 @app.command("eval")
