@@ -40,8 +40,11 @@ def ratios(report: dict, pas: str = "pas") -> dict[tuple[str, str], dict[str, fl
                 "retrieve": p["retrieve_mb_s"] / x["retrieve_mb_s"],
                 "archive": (p["archive_mb_s"] / x["archive_mb_s"]
                             if p.get("archive_mb_s") and x.get("archive_mb_s") else None),
+                "lineage": (p["lineage_mb_s"] / x["lineage_mb_s"]
+                            if p.get("lineage_mb_s") and x.get("lineage_mb_s") else None),
                 "retrieve_band": paired_range(p, x, "retrieve_s_per_repeat"),
                 "archive_band": paired_range(p, x, "archive_pass_s"),
+                "lineage_band": paired_range(p, x, "lineage_s_per_repeat"),
             }
     return out
 
@@ -70,8 +73,9 @@ def main(argv=None) -> int:
     bad = beyond_tolerance = sizes_bad = 0
     print("Speed ratios: pas / alternative (above 1: pas faster), in brackets the run's noise band "
           "(lowest–highest over its repeats). ✗ = moved beyond the tolerance and outside the noise.\n")
-    print(f"| dataset | vs | size A | size B | retrieve A | retrieve B | change | archive A | archive B | change |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| dataset | vs | size A | size B | retrieve A | retrieve B | change | lineage A | lineage B | change "
+          "| archive A | archive B | change |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in sorted(set(ra) & set(rb), key=lambda k: (k[0] == "all", k)):
         a, b = ra[key], rb[key]
         cells = [key[0], key[1], f"{a['size']:.3f}", f"{b['size']:.3f}"]
@@ -79,8 +83,8 @@ def main(argv=None) -> int:
             bad += 1
             sizes_bad += 1
             cells[-1] += " ✗"
-        for what in ("retrieve", "archive"):
-            if a[what] is None or b[what] is None:
+        for what in ("retrieve", "lineage", "archive"):
+            if a.get(what) is None or b.get(what) is None:
                 cells += ["–", "–", "–"]
                 continue
             change = b[what] / a[what] - 1

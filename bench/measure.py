@@ -404,6 +404,57 @@ def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_r
             adv()
 
 
+def retrieve_lineages(cs: list[Contender], datasets, repeat: int, rep,
+                      min_seconds: float = MIN_TIMED_SECONDS) -> None:
+    """Per dataset, every version retrieved in one call (`Scheme.retrieve_lineage`,
+    parents first: what exporting a lineage or evaluating every checkpoint asks
+    for), ``repeat`` times and more for a fast dataset (`adaptive_rounds`), each
+    repeat taken by every scheme in turn; the first result checked as bytes."""
+    step = 0
+    with rep.task(f"retrieve each lineage in one call x{repeat}", len(datasets)) as adv:
+        for ds in datasets:
+            keys = [(ds.name, v.id) for v in ds.versions]
+            live = [c for c in cs if c.alive and all(k in c.ids and k not in c.errors for k in keys)]
+            ts: dict[str, list[float]] = {c.name: [] for c in live}
+            errs: dict[str, list[str]] = {c.name: [] for c in live}
+            failed: dict[str, str] = {}
+
+            def run(n, first=0):
+                nonlocal step
+                for i in range(first, n):
+                    for c in rotated(live, step):
+                        if c.name in failed:
+                            continue
+                        try:
+                            got, dt = timed(c.scheme.retrieve_lineage, [c.ids[k] for k in keys])
+                        except Exception as e:
+                            failed[c.name] = f"{type(e).__name__}: {e}"
+                            rep.log(f"{c.name} {ds.name} retrieve_lineage FAILED: {failed[c.name][:200]}")
+                            continue
+                        ts[c.name].append(dt)
+                        if i == 0:
+                            for v, g in zip(ds.versions, got):
+                                errs[c.name] += [f"{v.id}: {e}" for e in verify_all(tensorio.load(v.path), g)]
+                            if len(got) != len(keys):
+                                errs[c.name].append(f"{len(got)} versions returned for {len(keys)}")
+                            if errs[c.name]:
+                                rep.log(f"{c.name} {ds.name} retrieve_lineage NOT BIT-EXACT: {errs[c.name][0]}")
+                        got = None  # noqa: F841 - freed before the next scheme's call
+                    step += 1
+
+            run(repeat)
+            if min_seconds > 0:
+                run(adaptive_rounds(ts, repeat, MAX_REPEAT_FACTOR * repeat, min_seconds), first=repeat)
+            for c in live:
+                c.res.setdefault("lineage", {})[ds.name] = (
+                    {"error": failed[c.name]} if c.name in failed else
+                    {"seconds": median(ts[c.name]), "seconds_all": [round(t, 4) for t in ts[c.name]],
+                     "verified": not errs[c.name], "errors": errs[c.name][:5]})
+                if errs[c.name]:
+                    c.res["ok"] = False
+            adv()
+
+
 #: The K-plane reads timed: (results key, scheme method, check method, K).
 #: "K" rebuilds values from the top K planes (lossy); "Kp" reads the top K
 #: planes' bytes themselves (what progressive evaluation starts from).
@@ -525,6 +576,7 @@ def run_matrix(classes: list[type[Scheme]], datasets: list[D.Dataset], meta: dic
         archive_passes(cs, order, archive_repeat, rep)
         archive_extra_passes(cs, datasets, archive_repeat, rep, min_seconds)
         retrieve_versions(cs, order, meta, repeat, one_repeat, rep, min_seconds)
+        retrieve_lineages(cs, datasets, repeat, rep, min_seconds)
         with rep.task(f"top K planes x{repeat}", 1):
             retrieve_top_planes(cs, datasets, repeat, rep)
         with rep.task("cold retrieve", 1):

@@ -119,7 +119,11 @@ def summarize(datasets, meta, raw: dict) -> dict:
             one_ratios = [p["one_tensor"]["ratio_to_full"] for p in per_v if p["one_tensor"]["ratio_to_full"] is not None]
             one_s = [p["one_tensor"]["seconds"] for p in per_v if p["one_tensor"]["seconds"] is not None]
             timings = retrieval_timings(ds, meta, per_v, r.get("top_bytes", {}).get(ds.name))
+            lin = (r.get("lineage") or {}).get(ds.name) or {}
             d["schemes"][sname] = {
+                "lineage_s": lin.get("seconds"), "lineage_mb_s": mbps(lb, lin.get("seconds")),
+                "lineage_s_per_repeat": lin.get("seconds_all"), "lineage_verified": lin.get("verified"),
+                "lineage_error": lin.get("error"),
                 "timings": timings,
                 "ok": all(x["verified"] for x in vrs), "logical_bytes": lb, "physical_bytes": phys,
                 "entropy_floor": floor, "planes": planes,
@@ -130,7 +134,7 @@ def summarize(datasets, meta, raw: dict) -> dict:
                 "archive_s": a_s, "archive_mb_s": mbps(lb, a_s),
                 "retrieve_s": r_s, "retrieve_mb_s": mbps(lb, r_s),
                 "one_tensor_s_median": median(one_s), "one_tensor_ratio_median": median(one_ratios),
-                "verified": all(x["verified"] for x in vrs), "versions": per_v,
+                "verified": all(x["verified"] for x in vrs) and lin.get("verified") is not False, "versions": per_v,
             }
         out_ds.append(d)
     total_lb = sum(d["logical_bytes"] for d in out_ds)
@@ -145,6 +149,10 @@ def summarize(datasets, meta, raw: dict) -> dict:
         phys = r["physical_bytes"]
         a_s = median(r["archive_pass_s"])
         r_s = sum(d["schemes"][sname]["retrieve_s"] for d in out_ds)
+        lins = [d["schemes"][sname].get("lineage_s") for d in out_ds]
+        lin_s = sum(lins) if lins and all(x is not None for x in lins) else None
+        lin_rep = ([round(sum(rs), 4) for rs in zip(*(d["schemes"][sname]["lineage_s_per_repeat"] for d in out_ds))]
+                   if lin_s is not None else None)
         ratios = [v["one_tensor"]["ratio_to_full"] for d in out_ds for v in d["schemes"][sname]["versions"]
                   if v["one_tensor"]["ratio_to_full"] is not None]
         totals[sname] = {
@@ -168,6 +176,7 @@ def summarize(datasets, meta, raw: dict) -> dict:
             "archive_s": a_s, "archive_mb_s": mbps(total_lb, a_s),
             "archive_pass_s": r["archive_pass_s"], "close_s": r.get("close_s"),
             "retrieve_s": r_s, "retrieve_mb_s": mbps(total_lb, r_s),
+            "lineage_s": lin_s, "lineage_mb_s": mbps(total_lb, lin_s), "lineage_s_per_repeat": lin_rep,
             "one_tensor_ratio_median": median(ratios),
             "verified": r["ok"],
         }
@@ -181,7 +190,8 @@ def _f(x, fmt="{:.1f}", none="–"):
 
 
 #: The headline speed of each per-repeat series (`paired_range`).
-_HEADLINE = {"retrieve_s_per_repeat": "retrieve_mb_s", "archive_pass_s": "archive_mb_s"}
+_HEADLINE = {"retrieve_s_per_repeat": "retrieve_mb_s", "archive_pass_s": "archive_mb_s",
+             "lineage_s_per_repeat": "lineage_mb_s"}
 
 
 def paired_range(p: dict, x: dict, key: str = "retrieve_s_per_repeat") -> tuple[float, float] | None:
@@ -211,7 +221,9 @@ def answers_md(report: dict) -> list[str]:
     L = ["## Answers", "",
          "Per dataset (and for everything in one store): the smallest scheme, the fastest to retrieve every "
          "version, and pas against each alternative: **size** = alternative's footprint / pas's (above 1: pas "
-         "is smaller), **retrieve** and **archive** = pas's MB/s / the alternative's (above 1: pas is faster; in "
+         "is smaller), **retrieve** (each version on its own), **lineage** (every version of the dataset in "
+         "one call, parents first: delta schemes decode each stored version once) and **archive** = pas's "
+         "MB/s / the alternative's (above 1: pas is faster; in "
          "brackets the lowest and highest ratio over the repeats or archive passes, each repeat of the two taken "
          "side by side: the run's noise band, which `python -m bench.compare` uses to tell whether two runs "
          "agree). "
@@ -240,10 +252,14 @@ def answers_md(report: dict) -> list[str]:
             arch = (f" · archive {p['archive_mb_s'] / x['archive_mb_s']:.2f}x"
                     + (f" ({arng[0]:.2f}–{arng[1]:.2f})" if arng else "")
                     if p.get("archive_mb_s") and x.get("archive_mb_s") else "")
+            lrng = paired_range(p, x, "lineage_s_per_repeat")
+            lin = (f" · lineage {p['lineage_mb_s'] / x['lineage_mb_s']:.2f}x"
+                   + (f" ({lrng[0]:.2f}–{lrng[1]:.2f})" if lrng else "")
+                   if p.get("lineage_mb_s") and x.get("lineage_mb_s") else "")
             rng = paired_range(p, x)
             rng = f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""
             cells.append(f"size {x['physical_bytes'] / p['physical_bytes']:.2f}x · retrieve "
-                         f"{p['retrieve_mb_s'] / x['retrieve_mb_s']:.2f}x{rng}{arch}")
+                         f"{p['retrieve_mb_s'] / x['retrieve_mb_s']:.2f}x{rng}{lin}{arch}")
         floor = p.get("entropy_floor") if p else None
         cells.append(f"{p['physical_bytes'] / floor:.3f}" if floor else "–")
         L.append("| " + " | ".join(cells) + " |")
@@ -307,7 +323,8 @@ def to_markdown(report: dict) -> str:
              f"git {(m.get('git_commit') or '?')[:10]}{' (pas tree dirty)' if m.get('pas_tree_dirty') else ''}")
     L.append("")
     L.append("MB = 1e6 bytes. ratio = physical / logical bytes (logical = source file sizes; lower is better); "
-             "archive and retrieve MB/s are logical MB per second (medians); one tensor = the tensor closest to "
+             "archive and retrieve MB/s are logical MB per second (medians); lineage MB/s = every version "
+             "of the dataset retrieved in one call, parents first (medians); one tensor = the tensor closest to "
              "5% of the version's bytes (its median share in brackets), time and time / full retrieve of that "
              "version (median over versions). Every retrieved tensor is checked as bytes against the source. "
              "Every archive ends durable (its files and directories fsync'd; pas: a synced write batch), and "
@@ -332,18 +349,18 @@ def to_markdown(report: dict) -> str:
         L.append(title)
         L.append("")
         L.append("| dataset | scheme | logical MB | physical MB | entropy floor MB | ratio | factor | archive MB/s "
-                 "| retrieve MB/s | one tensor ms (share) | one / full | bit-exact |")
-        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+                 "| retrieve MB/s | lineage MB/s | one tensor ms (share) | one / full | bit-exact |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
         for name, s, x, share in rows_of:
             if not x.get("ratio") and x.get("ratio") != 0:
-                L.append(f"| {name} | {s} | | | | | | | | | | FAILED: {str(x.get('error'))[:80]} |")
+                L.append(f"| {name} | {s} | | | | | | | | | | | FAILED: {str(x.get('error'))[:80]} |")
                 continue
             one_ms = x.get("one_tensor_s_median")
             floor = x.get("entropy_floor")
             L.append(f"| {name} | {s} | {x['logical_bytes'] / MB:.1f} | {x['physical_bytes'] / MB:.1f} "
                      f"| {_f(floor / MB if floor is not None else None, '{:.1f}')} "
                      f"| {x['ratio']:.3f} | {x['factor']:.2f}x | {_f(x.get('archive_mb_s'), '{:.0f}')} "
-                     f"| {_f(x.get('retrieve_mb_s'), '{:.0f}')} "
+                     f"| {_f(x.get('retrieve_mb_s'), '{:.0f}')} | {_f(x.get('lineage_mb_s'), '{:.0f}')} "
                      f"| {_f(one_ms * 1e3 if one_ms is not None else None, '{:.1f}')}"
                      f"{'' if share is None else f' ({share:.1%})'} "
                      f"| {_f(x.get('one_tensor_ratio_median'), '{:.3f}')} | {'yes' if x.get('verified') else 'NO'} |")

@@ -123,6 +123,12 @@ class Scheme:
     def retrieve_one(self, id: str, name: str) -> np.ndarray:
         raise NotImplementedError
 
+    def retrieve_lineage(self, ids: list[str]) -> list[dict[str, np.ndarray]]:
+        """Every version of ``ids`` (parents before children) in one call, in
+        that order. Schemes that store deltas decode each stored version once
+        here, where `retrieve` of each rebuilds its chain."""
+        return [self.retrieve(i) for i in ids]
+
     def close(self) -> None:
         pass
 
@@ -493,6 +499,10 @@ class Pas(Scheme):
     def retrieve_one(self, id, name):
         return self.repo.retrieve(id, names=[name]).tensors[name].data
 
+    def retrieve_lineage(self, ids):
+        got = {v.hex: {n: t.data for n, t in snap.tensors.items()} for v, snap in self.repo.retrieve_many(ids)}
+        return [got[i] for i in ids]
+
     def retrieve_top(self, id, k: int):
         """Lossy: every tensor rebuilt from its top ``k`` byte planes (``top_bytes=k``)."""
         snap = self.repo.retrieve(id, top_bytes=k)
@@ -815,12 +825,23 @@ class PlaneDelta(Scheme):
                 return chain[::-1]
             chain.append(parent)
 
-    def retrieve(self, id):
-        cur: dict[str, np.ndarray] = {}
-        for vid in self._chain(id):
+    def retrieve(self, id, decoded: dict | None = None):
+        """The version, its chain decoded from the root, or from the nearest
+        ancestor in ``decoded`` ({id: tensors}, what `retrieve_lineage` keeps)."""
+        decoded = decoded or {}
+        chain = self._chain(id)
+        start = max((k for k, vid in enumerate(chain) if vid in decoded), default=-1)
+        cur: dict[str, np.ndarray] = decoded[chain[start]] if start >= 0 else {}
+        for vid in chain[start + 1:]:
             _, items = self._read(vid)
             cur = {n: self._decode(info, buf, cur.get(n)) for n, (info, buf) in items.items()}
         return cur
+
+    def retrieve_lineage(self, ids):
+        decoded: dict[str, dict] = {}
+        for i in ids:
+            decoded[i] = self.retrieve(i, decoded)
+        return [decoded[i] for i in ids]
 
     def retrieve_one(self, id, name):
         # walk up to the nearest ancestor that stores the tensor whole, then apply the deltas down
@@ -956,12 +977,17 @@ class ZstdPatchFrom(Scheme):
     def _index(self, id):
         return json.loads((self.root / id / "index.json").read_text())
 
-    def _materialize(self, id) -> dict[str, Path]:
-        """Decompress the chain up to ``id`` into temporary files: {rel: path}."""
+    def _materialize(self, id, kept: dict | None = None) -> dict[str, Path]:
+        """Decompress the chain up to ``id`` into temporary files: {rel: path}.
+        With ``kept`` ({id: {rel: (path, size)}}) the chain starts at the nearest
+        version found there, and every version decompressed is added to it
+        (its files are then the caller's to remove)."""
         chain = [id]
-        while (p := self._index(chain[-1])["parent"]) is not None:
+        while (kept is None or chain[-1] not in kept) and (p := self._index(chain[-1])["parent"]) is not None:
             chain.append(p)
         prev: dict[str, tuple[Path, int]] = {}
+        if kept is not None and chain[-1] in kept:
+            prev = kept[chain.pop()]
         for vid in reversed(chain):
             cur = {}
             for i, e in enumerate(self._index(vid)["files"]):
@@ -974,8 +1000,11 @@ class ZstdPatchFrom(Scheme):
                     args += self._long(e["size"])
                 self._run(args)
                 cur[e["rel"]] = (out, e["size"])
-            for ref, _ in prev.values():
-                ref.unlink(missing_ok=True)
+            if kept is None:
+                for ref, _ in prev.values():
+                    ref.unlink(missing_ok=True)
+            else:
+                kept[vid] = cur
             prev = cur
         return {rel: p for rel, (p, _) in prev.items()}
 
@@ -996,6 +1025,15 @@ class ZstdPatchFrom(Scheme):
         finally:
             for p in files.values():
                 p.unlink(missing_ok=True)
+
+    def retrieve_lineage(self, ids):
+        kept: dict[str, dict] = {}
+        try:
+            return [self._parse(self._materialize(i, kept)) for i in ids]
+        finally:
+            for files in kept.values():
+                for p, _ in files.values():
+                    p.unlink(missing_ok=True)
 
     def retrieve_one(self, id, name):
         files = self._materialize(id)

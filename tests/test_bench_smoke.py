@@ -127,6 +127,10 @@ def test_plane_delta_roundtrip(tmp_path):
         for n, x in t1.items():
             assert tensorio.same_bytes(x, got[n]) is None, (cls.name, n)
             assert tensorio.same_bytes(x, sc.retrieve_one(b, n)) is None, (cls.name, n)
+        # the lineage in one call: the child decoded from its parent's decoded tensors
+        both = sc.retrieve_lineage([a, b])
+        for want, have in zip((t0, t1), both):
+            assert set(have) == set(want) and all(tensorio.same_bytes(x, have[n]) is None for n, x in want.items())
 
 
 @pytest.mark.skipif(schemes.Pas.available() is not None, reason="pas.repo not available")
@@ -154,10 +158,12 @@ def _check(report: dict, expected: set[str]) -> None:
         t = report["totals"][s]
         assert t["ok"] and t["verified"], (s, t.get("error"))
         for k in ("logical_bytes", "physical_bytes", "ratio", "factor", "archive_mb_s", "retrieve_mb_s",
-                  "one_tensor_ratio_median"):
+                  "lineage_mb_s", "one_tensor_ratio_median"):
             assert t[k] is not None and t[k] > 0, (s, k)
         x = ds["schemes"][s]
         assert x["verified"] and len(x["versions"]) == 3
+        # every version in one call, checked as bytes, timed in every repeat
+        assert x["lineage_verified"] and len(x["lineage_s_per_repeat"]) >= 3, (s, x.get("lineage_error"))
         for v in x["versions"]:
             assert v["verified"] and not v["verify_errors"]
             assert {"ratio", "archive_mb_s", "retrieve_mb_s", "one_tensor"} <= set(v)
