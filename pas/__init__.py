@@ -16,7 +16,7 @@ from .errors import (BadInput, BadName, IntegrityError, NotARepository, NotFound
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "open", "Repository", "PasError", "BadInput", "BadName", "IntegrityError",
+__all__ = ["load", "load_many", "open", "Repository", "PasError", "BadInput", "BadName", "IntegrityError",
            "NotARepository", "NotFound", "RepositoryLocked", "UnsupportedDType",
            "UnsupportedFormat"]
 
@@ -32,6 +32,13 @@ def load(repo, ref: str, names=None, framework: str = "np") -> dict:
     """All tensors of version ``ref`` (or only ``names``) as numpy arrays, or torch tensors with framework="pt"."""
     from .api import load as _load
     return _load(repo, ref, names=names, framework=framework)
+
+
+def load_many(repo, refs, framework: str = "np"):
+    """Several versions, yielded as (version id hex, {name: array}) with each
+    stored delta decoded once: a lineage costs about one decode per version."""
+    from .api import load_many as _load_many
+    return _load_many(repo, refs, framework=framework)
 
 
 def open(repo, ref: str, framework: str = "np"):  # noqa: A001 - mirrors safetensors.safe_open

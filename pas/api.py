@@ -52,6 +52,20 @@ def load(repo, ref: str, names=None, framework: str = "np") -> dict:
     return {n: _convert(t.data, t.dtype, framework) for n, t in snap.tensors.items()}
 
 
+def load_many(repo, refs, framework: str = "np"):
+    """Yield (version id hex, {name: array}) for every version of ``refs``, each
+    stored delta decoded once (`Repository.retrieve_many`: bases first)."""
+    _check_framework(framework)
+    refs = list(refs)
+    r, owned = _as_repo(repo)
+    try:
+        for v, snap in r.retrieve_many(refs, files=False):
+            yield v.hex, {n: _convert(t.data, t.dtype, framework) for n, t in snap.tensors.items()}
+    finally:
+        if owned:
+            r.close()
+
+
 class VersionHandle:
     """Lazy access to one version: only the tensors asked for are read."""
 

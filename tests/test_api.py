@@ -36,6 +36,25 @@ def test_load_names_subset(repo_path):
         pas.load(path, "m", names=["nope"])
 
 
+def test_load_many_yields_each_version_once(repo_path):
+    path, snap = repo_path
+    tuned = Snapshot(metadata={"source": "tuned"})
+    for name, t in snap.tensors.items():
+        data = t.data.copy()
+        if name == "w":
+            data = data + np.float32(1e-4)
+        tuned.add(Tensor.from_array(name, data, t.dtype))
+    with Repository.open(path, write=True) as repo:
+        first = repo.version("m").hex
+        second = repo.archive_snapshot(tuned, "m").version_id
+    got = dict(pas.load_many(path, ["m", first, "m"]))
+    assert list(got) == [first, second]
+    for vid, want in ((first, snap), (second, tuned)):
+        assert {n: a.tobytes() for n, a in got[vid].items()} == {n: t.data.tobytes() for n, t in want.tensors.items()}
+    with pytest.raises(pas.NotFound):
+        list(pas.load_many(path, ["m", "nope"]))
+
+
 def test_load_torch_real_dtypes(repo_path):
     torch = pytest.importorskip("torch")
     path, snap = repo_path
