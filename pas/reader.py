@@ -164,8 +164,10 @@ class TensorReader:
             self._parsed.clear()
 
     # ------------------------------------------------------------------ decode
-    def words(self, addr: bytes, parallel: bool = True, verify_chunks: bool = False) -> np.ndarray:
-        """All elements of a tensor as a flat array of its unsigned bit dtype.
+    def words(self, addr: bytes, parallel: bool = True, verify_chunks: bool = False,
+              out: np.ndarray | None = None) -> np.ndarray:
+        """All elements of a tensor as a flat array of its unsigned bit dtype
+        (decoded into ``out`` when given: a flat array of that dtype and length).
 
         The caller checks the result against the tensor's digest (which
         covers every chunk and every base); ``verify_chunks`` checks each
@@ -175,7 +177,7 @@ class TensorReader:
         if hit is not None:
             return hit
         lay = self.parse(addr)
-        return self._decode(lay, 0, lay.n, parallel, verify_chunks)
+        return self._decode(lay, 0, lay.n, parallel, verify_chunks, out)
 
     def range_words(self, addr: bytes, start: int, stop: int) -> np.ndarray:
         """Elements [start, stop) in flat C order; reads only the chunks they lie in."""
@@ -206,7 +208,7 @@ class TensorReader:
         return chain, None
 
     def _decode(self, lay: _Layout, start: int, stop: int, parallel: bool,
-                verify_chunks: bool) -> np.ndarray:
+                verify_chunks: bool, out: np.ndarray | None = None) -> np.ndarray:
         """Elements [start, stop) of a tensor, its whole delta chain applied in one buffer.
 
         The buffer spans the chunk rows that cover [start, stop). Levels are
@@ -220,7 +222,8 @@ class TensorReader:
         rows = lay.rows(start, stop)
         lo = int(lay.offsets[rows.start]) if rows else start
         hi = int(lay.offsets[rows.stop]) if rows else start
-        out = np.empty(hi - lo, lay.dtype.bits_dtype)
+        if out is None or out.shape != (hi - lo,) or out.dtype != lay.dtype.bits_dtype:
+            out = np.empty(hi - lo, lay.dtype.bits_dtype)
         base = cached   # the first level applied reads a cached base where it lies, not a copy of it
         for level in reversed(chain):
             self._apply_level(level, out, lo, start, stop, parallel, verify_chunks, base)
@@ -424,19 +427,25 @@ class TensorReader:
             for b in batches:
                 check(b)
 
-    def checked_words(self, addr: bytes, parallel: bool = True, what: str | None = None) -> np.ndarray:
-        """All words of a tensor decoded whole and checked against its content
-        address: one digest of the result covers every chunk and every delta
-        base, cheaper than hashing each chunk; only when it fails is the tensor
-        decoded again chunk by chunk, to name the damaged chunk. ``what`` names
-        the tensor in the error."""
+    def checked_words(self, addr: bytes, parallel: bool = True, what: str | None = None,
+                      out: np.ndarray | None = None) -> np.ndarray:
+        """All words of a tensor decoded whole (into ``out`` when given, as
+        `words`) and checked against its content address: one digest of the
+        result covers every chunk and every delta base, cheaper than hashing
+        each chunk; only when it fails is the tensor decoded again chunk by
+        chunk, to name the damaged chunk. ``what`` names the tensor in the error."""
         lay = self.parse(addr)
         hit = self.cached(addr)
-        words = self.words(addr, parallel=parallel) if hit is None else hit
+        words = self.words(addr, parallel=parallel, out=out) if hit is None else hit
         if records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
             # A cached array is also held by whoever put it there (a snapshot
             # handed out, an archived input): the caller gets its own copy.
-            return words if hit is None else words.copy()
+            if hit is None:
+                return words
+            if out is not None and out.shape == hit.shape and out.dtype == hit.dtype:
+                np.copyto(out, hit)
+                return out
+            return hit.copy()
         # Decoded words kept in the cache are also held by their owners, who
         # may have changed them: decode from the store alone before blaming it.
         self.clear_cache()

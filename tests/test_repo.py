@@ -123,6 +123,40 @@ def test_large_tensors_multi_chunk_both_layouts(force, monkeypatch):
     repo.close()
 
 
+def test_big_tensors_decode_into_buffers_of_the_calling_thread(mem_repo, monkeypatch):
+    """Retrieval hands each big tensor a buffer allocated by the calling thread
+    (a pool thread's glibc arena would unmap it when freed); the tensor is
+    decoded in it, a buffer of the wrong size is not used, and a cached
+    tensor (kept as a delta base) is copied into it."""
+    snap = make_snapshot(big=True)
+    mem_repo.archive_snapshot(snap, "m")
+    entry = next(e for e in mem_repo.version("m").tensors if e.name == "model.big")
+    want = snap.tensors["model.big"].data.tobytes()
+    mem_repo.reader.clear_cache()
+    buf = Repository._words_buffer(entry)
+    got = mem_repo.read_entry(entry, out=buf)
+    assert np.shares_memory(got, buf) and got.tobytes() == want
+    wrong = np.empty(buf.shape[0] - 1, buf.dtype)
+    got = mem_repo.read_entry(entry, out=wrong)
+    assert not np.shares_memory(got, wrong) and got.tobytes() == want
+    cached = np.frombuffer(want, buf.dtype).copy()
+    mem_repo.reader.remember(entry.object, cached)
+    buf = Repository._words_buffer(entry)
+    got = mem_repo.read_entry(entry, out=buf)
+    assert np.shares_memory(got, buf) and not np.shares_memory(got, cached) and got.tobytes() == want
+    # and a whole retrieve passes such buffers for its big tensors
+    passed = []
+    read_entry = Repository.read_entry
+
+    def spy(self, e, parallel=True, out=None):
+        passed.append((e.name, out is not None))
+        return read_entry(self, e, parallel=parallel, out=out)
+    monkeypatch.setattr(Repository, "read_entry", spy)
+    mem_repo.reader.clear_cache()
+    assert_same_snapshot(mem_repo.retrieve("m"), snap)
+    assert ("model.big", True) in passed and ("model.w", False) in passed
+
+
 def test_inline_limit_is_the_one_in_the_format_doc(mem_repo):
     """docs/format.md §4: "Tensors of at most N KiB carry their planes inline": a tensor of
     exactly N KiB is one record with inline frames; 4 bytes more and it has chunks."""
