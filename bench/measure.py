@@ -29,6 +29,7 @@ import statistics
 import time
 import traceback
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -207,6 +208,38 @@ def rotated(contenders: list[Contender], step: int) -> list[Contender]:
     return live[k:] + live[:k]
 
 
+class Turns:
+    """Timed rounds taken by every scheme in turn, the order rotated at every
+    round, so a slow spell of the machine falls on every scheme alike; one
+    object per phase keeps the rotation going across its datasets or versions."""
+
+    def __init__(self):
+        self.step = 0
+
+    def __call__(self, live: list[Contender], first: int, n: int, skip) -> Iterator[tuple[int, Contender]]:
+        """(round, contender) for rounds [first, n), leaving out the names in ``skip``."""
+        for i in range(first, n):
+            for c in rotated(live, self.step):
+                if c.name not in skip:
+                    yield i, c
+            self.step += 1
+
+    def timed(self, live: list[Contender], first: int, n: int, call, sink: dict[str, list[float]],
+              failed: dict[str, str], what: str, rep) -> Iterator[tuple[int, Contender, object]]:
+        """The rounds, each contender's ``call(c)`` timed into ``sink[c.name]``:
+        (round, contender, result); a contender whose call raises is noted in
+        ``failed`` (and logged) and left out of later rounds."""
+        for i, c in self(live, first, n, failed):
+            try:
+                got, dt = timed(call, c)
+            except Exception as e:
+                failed[c.name] = f"{type(e).__name__}: {e}"
+                rep.log(f"{c.name} {what} FAILED: {failed[c.name][:200]}")
+                continue
+            sink[c.name].append(dt)
+            yield i, c, got
+
+
 def _guard(c: Contender, what: str, fn, *args) -> None:
     """Run a store-level step of ``c``; its failure ends ``c`` only."""
     if not c.alive:
@@ -335,7 +368,7 @@ def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_r
     the source (outside the timings)."""
     for c in cs:
         _guard(c, "reopen", c.reopen)
-    step = 0
+    turns = Turns()
     with rep.task(f"retrieve x{repeat}, one tensor x{one_repeat}", len(order)) as adv:
         for ds, v in order:
             key = (ds.name, v.id)
@@ -358,22 +391,17 @@ def retrieve_versions(cs: list[Contender], order, meta: dict, repeat: int, one_r
             broken: set[str] = set()
 
             def run(method, extra, sink, check, n, first=0):
-                nonlocal step
-                for i in range(first, n):
-                    for c in rotated(live, step):
-                        if c.name in broken:
-                            continue
-                        try:
-                            got, dt = timed(getattr(c.scheme, method), c.ids[key], *extra)
-                        except Exception as e:
-                            c.fail(key, "retrieve", e)
-                            broken.add(c.name)
-                            continue
-                        sink[c.name].append(dt)
-                        if i == 0:
-                            errs[c.name] += check(got)
-                        got = None  # noqa: F841 - freed before the next scheme's call
-                    step += 1
+                for i, c in turns(live, first, n, broken):
+                    try:
+                        got, dt = timed(getattr(c.scheme, method), c.ids[key], *extra)
+                    except Exception as e:
+                        c.fail(key, "retrieve", e)
+                        broken.add(c.name)
+                        continue
+                    sink[c.name].append(dt)
+                    if i == 0:
+                        errs[c.name] += check(got)
+                    got = None  # noqa: F841 - freed before the next scheme's call
 
             run("retrieve", (), full, lambda got: verify_all(src, got), repeat)
             if min_seconds > 0:
@@ -410,7 +438,7 @@ def retrieve_lineages(cs: list[Contender], datasets, repeat: int, rep,
     parents first: what exporting a lineage or evaluating every checkpoint asks
     for), ``repeat`` times and more for a fast dataset (`adaptive_rounds`), each
     repeat taken by every scheme in turn; the first result checked as bytes."""
-    step = 0
+    turns = Turns()
     with rep.task(f"retrieve each lineage in one call x{repeat}", len(datasets)) as adv:
         for ds in datasets:
             keys = [(ds.name, v.id) for v in ds.versions]
@@ -420,27 +448,16 @@ def retrieve_lineages(cs: list[Contender], datasets, repeat: int, rep,
             failed: dict[str, str] = {}
 
             def run(n, first=0):
-                nonlocal step
-                for i in range(first, n):
-                    for c in rotated(live, step):
-                        if c.name in failed:
-                            continue
-                        try:
-                            got, dt = timed(c.scheme.retrieve_lineage, [c.ids[k] for k in keys])
-                        except Exception as e:
-                            failed[c.name] = f"{type(e).__name__}: {e}"
-                            rep.log(f"{c.name} {ds.name} retrieve_lineage FAILED: {failed[c.name][:200]}")
-                            continue
-                        ts[c.name].append(dt)
-                        if i == 0:
-                            for v, g in zip(ds.versions, got):
-                                errs[c.name] += [f"{v.id}: {e}" for e in verify_all(tensorio.load(v.path), g)]
-                            if len(got) != len(keys):
-                                errs[c.name].append(f"{len(got)} versions returned for {len(keys)}")
-                            if errs[c.name]:
-                                rep.log(f"{c.name} {ds.name} retrieve_lineage NOT BIT-EXACT: {errs[c.name][0]}")
-                        got = None  # noqa: F841 - freed before the next scheme's call
-                    step += 1
+                for i, c, got in turns.timed(live, first, n, lambda c: c.scheme.retrieve_lineage(
+                        [c.ids[k] for k in keys]), ts, failed, f"{ds.name} retrieve_lineage", rep):
+                    if i == 0:
+                        for v, g in zip(ds.versions, got):
+                            errs[c.name] += [f"{v.id}: {e}" for e in verify_all(tensorio.load(v.path), g)]
+                        if len(got) != len(keys):
+                            errs[c.name].append(f"{len(got)} versions returned for {len(keys)}")
+                        if errs[c.name]:
+                            rep.log(f"{c.name} {ds.name} retrieve_lineage NOT BIT-EXACT: {errs[c.name][0]}")
+                    got = None  # noqa: F841 - freed before the next scheme's call
 
             run(repeat)
             if min_seconds > 0:
@@ -467,7 +484,7 @@ def retrieve_top_planes(cs: list[Contender], datasets, repeat: int, rep, reads=T
     (lossy), and its top planes read as they are, by the schemes that can,
     interleaved like the full retrieves."""
     able = [c for c in cs if c.alive and hasattr(c.scheme, "retrieve_top")]
-    step = 0
+    turns = Turns()
     for ds in datasets:
         v = ds.versions[-1]
         key = (ds.name, v.id)
@@ -481,25 +498,15 @@ def retrieve_top_planes(cs: list[Contender], datasets, repeat: int, rep, reads=T
             ts = {c.name: [] for c in doing}
             errs: dict[str, list[str]] = {c.name: [] for c in doing}
             failed: dict[str, str] = {}
-            for i in range(repeat):
-                for c in rotated(doing, step):
-                    if c.name in failed:
-                        continue
-                    try:
-                        got, dt = timed(getattr(c.scheme, method), c.ids[key], k)
-                    except Exception as e:
-                        failed[c.name] = f"{type(e).__name__}: {e}"
-                        rep.log(f"{c.name} {ds.name}/{v.id} {method} k={k} FAILED: {failed[c.name][:200]}")
-                        continue
-                    ts[c.name].append(dt)
-                    if i == 0:
-                        errs[c.name] = (getattr(c.scheme, check)(c.ids[key], k, src, got)
-                                        if hasattr(c.scheme, check) else top_planes_errors(src, got, k))
-                        if errs[c.name]:
-                            rep.log(f"{c.name} {ds.name}/{v.id} {method} k={k}: top planes differ: "
-                                    f"{errs[c.name][0]}")
-                    got = None  # noqa: F841
-                step += 1
+            for i, c, got in turns.timed(doing, 0, repeat, lambda c: getattr(c.scheme, method)(c.ids[key], k),
+                                         ts, failed, f"{ds.name}/{v.id} {method} k={k}", rep):
+                if i == 0:
+                    errs[c.name] = (getattr(c.scheme, check)(c.ids[key], k, src, got)
+                                    if hasattr(c.scheme, check) else top_planes_errors(src, got, k))
+                    if errs[c.name]:
+                        rep.log(f"{c.name} {ds.name}/{v.id} {method} k={k}: top planes differ: "
+                                f"{errs[c.name][0]}")
+                got = None  # noqa: F841
             for c in doing:
                 per[c.name][label] = ({"error": failed[c.name]} if c.name in failed else
                                       {"seconds": median(ts[c.name]),
