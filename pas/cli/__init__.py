@@ -248,7 +248,8 @@ def _retrieve_many(refs: List[str], out: Path, fmt: Optional[str], as_json: bool
     def human(i):
         for r in i["versions"]:
             typer.echo(f"wrote {r['tensors']} tensors ({_mb(r['bytes'])}) of {r['version_id'][:12]} to {r['out']}")
-        typer.echo(f"{len(i['versions'])} versions, {_mb(sum(r['bytes'] for r in i['versions']))} "
+        n = len({r["version_id"] for r in i["versions"]})
+        typer.echo(f"{len(i['versions'])} files of {n} versions, {_mb(sum(r['bytes'] for r in i['versions']))} "
                    f"in {i['seconds']:.3f} s")
     _emit(info, as_json, human)
 
