@@ -669,6 +669,26 @@ def test_retrieve_many_decodes_every_stored_delta_once():
     assert repo.reader._cached == 0   # nothing is kept once the versions are read
 
 
+def test_retrieve_many_with_a_lossy_version_matches_retrieve():
+    """A lossy version among exact ones: its codes are read whole and decoded,
+    and every snapshot equals what `retrieve` gives for that version alone."""
+    repo = Repository.in_memory()
+    rng = np.random.default_rng(5)
+    base = Snapshot()
+    base.add(Tensor.from_array("w", rng.normal(0, 0.02, (512, 512)).astype("<f4")))
+    base.add(Tensor.from_array("b", np.zeros(512, "<f4")))
+    tuned = tune(base, 7)
+    ids = {"v0": repo.archive_snapshot(base, "v0").version_id}
+    ids["v1"] = repo.archive_snapshot(tuned, "v1", parent=ids["v0"]).version_id
+    ids["q"] = repo.archive_snapshot(tuned, "q", parent=ids["v1"], scheme="bf16-round").version_id
+    assert any(e.lossy for e in repo.version(ids["q"]).tensors)
+    alone = {name: repo.retrieve(vid) for name, vid in ids.items()}
+    got = {v.name: snap for v, snap in repo.retrieve_many([ids["q"], ids["v1"], ids["v0"]])}
+    assert set(got) == set(ids)
+    for name, snap in got.items():
+        assert_same_snapshot(snap, alone[name])
+
+
 def test_retrieve_many_snapshots_are_the_callers_to_change():
     """A snapshot handed out may be changed before the next version, whose tensors
     delta against it, is read: the next version is still exact (rebuilt from the
