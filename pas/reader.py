@@ -196,6 +196,16 @@ class TensorReader:
             raise IntegrityError(f"delta chain is broken at base {lay.base.hex()[:16]}")
         return base_lay
 
+    def chain(self, addr: bytes) -> list[tuple[bytes, _Layout]]:
+        """(address, parsed record) of every level of a tensor's delta chain,
+        the tensor first, down to its keyframe (each base checked to continue
+        the chain)."""
+        out = [(addr, self.parse(addr))]
+        while out[-1][1].base is not None:
+            lay = out[-1][1]
+            out.append((lay.base, self._base_layout(lay)))
+        return out
+
     def _chain(self, lay: _Layout) -> tuple[list[_Layout], np.ndarray | None]:
         """The records to apply, ``lay`` first, down to a whole one or to a base
         whose words are cached (returned with them)."""

@@ -624,7 +624,7 @@ class Repository:
         chains: dict[bytes, list[list[bytes]]] = {}
         for v in versions:
             self.reader.prefetch([e.object for e in v.tensors])
-            chains[v.id] = [self._chain_addresses(e.object) for e in v.tensors if e.lossy is None]
+            chains[v.id] = [[a for a, _ in self.reader.chain(e.object)] for e in v.tensors if e.lossy is None]
             for e in v.tensors:
                 made_by.setdefault(e.object, v.id)
         # Only bases order versions: a tensor identical to another version's is
@@ -645,15 +645,6 @@ class Repository:
                           if any(a in seen for a in chain)]
             seen.update(e.object for e in v.tensors)
         return order, uses
-
-    def _chain_addresses(self, addr: bytes) -> list[bytes]:
-        """A tensor's address and its delta bases', nearest first."""
-        chain = [addr]
-        lay = self.reader.parse(addr)
-        while lay.base is not None:
-            chain.append(lay.base)
-            lay = self.reader.parse(lay.base)
-        return chain
 
     def _retrieve(self, v: Version, names, files, progress, top_bytes,
                   read_tensor: Callable[..., np.ndarray] | None = None) -> Snapshot:

@@ -155,15 +155,6 @@ def host_id() -> str:
     return f"{platform.node()}/{platform.machine()}/{os.cpu_count()}"
 
 
-def _chain(reader, addr: bytes) -> list:
-    """The parsed records of a tensor's delta chain, the tensor first."""
-    lay = reader.parse(addr)
-    out = [lay]
-    while out[-1].base is not None:
-        out.append(reader.parse(out[-1].base))
-    return out
-
-
 def stored_bytes(repo, addr: bytes, batch: int = 64) -> int:
     """Bytes a tensor's own record and chunks take in the store (keys and values;
     a chunk repeated within the tensor counted once). Chunks are read in
@@ -336,14 +327,15 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 5, max_bytes: int = 12
         """[levels, stored bytes, elements of the whole level, elements of the delta levels]."""
         if a in feats:
             return feats[a]
-        chain = _chain(reader, a)
+        chain = reader.chain(a)
+        n = chain[0][1].n
         f = [0.0, 0.0, 0.0, 0.0]
-        for lay, level_addr in zip(chain, [a] + [lay.base for lay in chain[:-1]]):
+        for level_addr, lay in chain:
             if level_addr not in sizes:
                 sizes[level_addr] = stored_bytes(repo, level_addr)
             f[0] += 1
             f[1] += sizes[level_addr]
-            f[3 if lay.base is not None else 2] += min(lay.n, chain[0].n)
+            f[3 if lay.base is not None else 2] += min(lay.n, n)
         feats[a] = f
         return f
 
