@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -565,11 +566,7 @@ class Repository:
         the snapshot's metadata then records ``pas.approx_bytes``.
         """
         try:
-            v = self.version(ref)
-            wanted = None if names is None else set(names)
-            with planes.workload(sum(e.nbytes // dtypes.get(e.dtype).itemsize for e in v.tensors
-                                     if wanted is None or e.name in wanted)):
-                return self._retrieve(v, names, files, progress, top_bytes)
+            return self._retrieve(self.version(ref), names, files, progress, top_bytes)
         finally:
             self.reader.clear_cache()  # decoded bases are shared within one retrieve only
 
@@ -591,10 +588,7 @@ class Repository:
         """
         versions = list({v.id: v for v in map(self.version, refs)}.values())
         order, uses = self._shared_bases(versions)
-        needed: dict[bytes, int] = {}
-        for used in uses.values():
-            for a in used:
-                needed[a] = needed.get(a, 0) + 1
+        needed = Counter(a for used in uses.values() for a in used)
         try:
             for v in order:
                 keep = {e.object for e in v.tensors} & needed.keys()
@@ -605,8 +599,7 @@ class Repository:
                         self.reader.remember(e.object, data.reshape(-1).view(dtypes.get(e.dtype).bits_dtype))
                     return data
 
-                with planes.workload(sum(e.nbytes // dtypes.get(e.dtype).itemsize for e in v.tensors)):
-                    snap = self._retrieve(v, None, files, progress, None, read_keeping)
+                snap = self._retrieve(v, None, files, progress, None, read_keeping)
                 for a in uses[v.id]:
                     needed[a] -= 1
                     if needed[a] == 0:
@@ -641,8 +634,8 @@ class Repository:
         uses: dict[bytes, list[bytes]] = {}
         seen: set[bytes] = set()
         for v in order:
-            uses[v.id] = [next(a for a in chain if a in seen) for chain in chains[v.id]
-                          if any(a in seen for a in chain)]
+            stops = (next((a for a in chain if a in seen), None) for chain in chains[v.id])
+            uses[v.id] = [a for a in stops if a is not None]
             seen.update(e.object for e in v.tensors)
         return order, uses
 
@@ -659,27 +652,29 @@ class Repository:
         src = v.manifest["source"]
         snap = Snapshot(metadata=dict(src.get("metadata", {})), format=src["format"],
                         layout=src.get("layout", {}))
-        if top_bytes is not None:
-            if top_bytes < 1:
-                raise BadInput("--bytes must be at least 1")
-            def approx(e: TensorEntry, parallel: bool) -> np.ndarray:
-                if e.lossy is None and dtypes.get(e.dtype).itemsize > top_bytes:   # lossy: codes read whole
-                    return self.read_approx(e, top_bytes, parallel=parallel)
-                return self.read_tensor(e, parallel=parallel)
-            datas = self._read_entries(entries, progress, approx)
-            snap.metadata["pas.approx_bytes"] = str(top_bytes)
-        else:
-            datas = self._read_entries(entries, progress, read_tensor or self.read_tensor, into=True)
-        for e, data in zip(entries, datas):
-            snap.add(Tensor(e.name, e.out_dtype, e.shape, data))
-        if files and names is None:
-            for f in v.files:
-                snap.files[f.name] = self.read_entry(f).tobytes()
+        if top_bytes is not None and top_bytes < 1:
+            raise BadInput("--bytes must be at least 1")
+
+        def approx(e: TensorEntry, parallel: bool) -> np.ndarray:
+            if e.lossy is None and dtypes.get(e.dtype).itemsize > top_bytes:   # lossy: codes read whole
+                return self.read_approx(e, top_bytes, parallel=parallel)
+            return self.read_tensor(e, parallel=parallel)
+
+        with planes.workload(sum(e.nbytes // dtypes.get(e.dtype).itemsize for e in entries)):
+            if top_bytes is not None:
+                datas = self._read_entries(entries, progress, approx)
+                snap.metadata["pas.approx_bytes"] = str(top_bytes)
+            else:
+                datas = self._read_entries(entries, progress, read_tensor or self.read_tensor, into=True)
+            for e, data in zip(entries, datas):
+                snap.add(Tensor(e.name, e.out_dtype, e.shape, data))
+            if files and names is None:
+                for f in v.files:
+                    snap.files[f.name] = self.read_entry(f).tobytes()
         return snap
 
     def _read_entries(self, entries: list[TensorEntry], progress: Progress | None,
-                      read_one: Callable[..., np.ndarray] | None = None,
-                      into: bool = False) -> list[np.ndarray]:
+                      read_one: Callable[..., np.ndarray], into: bool = False) -> list[np.ndarray]:
         """Decode many tensors: big ones on the pool (zstd, the Numba merge and
         hashing release the GIL), small ones here with their records read in
         one batch, where a thread hand-off would cost more than the work.
@@ -692,7 +687,6 @@ class Repository:
         lineage retrieve, where the calling thread's heap keeps its pages
         under a retaining allocator setting)."""
         out: list = [None] * len(entries)
-        read_one = read_one or (lambda e, parallel, out=None: self.read_entry(e, parallel=parallel, out=out))
 
         def read(indexes: list[int], parallel: bool, buf: np.ndarray | None = None) -> None:
             for i in indexes:
