@@ -230,13 +230,16 @@ def _retrieve_many(refs: List[str], out: Path, fmt: Optional[str], as_json: bool
     t0 = time.perf_counter()
     rows = []
     with _open() as repo:
-        by_id = {}
+        by_id: dict[bytes, list[str]] = {}
+        versions = {}
         for ref in refs:
-            by_id.setdefault(repo.version(ref).id, []).append(ref)
-        total = sum(e.nbytes for vid in by_id for e in repo.version(vid.hex()).tensors)
+            v = repo.version(ref)
+            versions[v.id] = v
+            by_id.setdefault(v.id, []).append(ref)
+        total = sum(e.nbytes for v in versions.values() for e in v.tensors)
         out.mkdir(parents=True, exist_ok=True)
         with _progress(total, f"retrieve {len(by_id)} versions") as cb:
-            for v, snap in repo.retrieve_many(list(refs), progress=cb):
+            for v, snap in repo.retrieve_many(list(versions), progress=cb):
                 for ref in by_id[v.id]:
                     form = fmt or snap.format
                     path = out / (names[ref] + _FORMAT_SUFFIX[form])
