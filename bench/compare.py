@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from .report import paired_range
+from .report import paired_range, speed_ratio
 
 
 def ratios(report: dict, pas: str = "pas") -> dict[tuple[str, str], dict[str, float]]:
@@ -38,10 +38,8 @@ def ratios(report: dict, pas: str = "pas") -> dict[tuple[str, str], dict[str, fl
             out[(name, alt)] = {
                 "size": x["physical_bytes"] / p["physical_bytes"],
                 "retrieve": p["retrieve_mb_s"] / x["retrieve_mb_s"],
-                "archive": (p["archive_mb_s"] / x["archive_mb_s"]
-                            if p.get("archive_mb_s") and x.get("archive_mb_s") else None),
-                "lineage": (p["lineage_mb_s"] / x["lineage_mb_s"]
-                            if p.get("lineage_mb_s") and x.get("lineage_mb_s") else None),
+                "archive": speed_ratio(p, x, "archive_pass_s"),
+                "lineage": speed_ratio(p, x, "lineage_s_per_repeat"),
                 "retrieve_band": paired_range(p, x, "retrieve_s_per_repeat"),
                 "archive_band": paired_range(p, x, "archive_pass_s"),
                 "lineage_band": paired_range(p, x, "lineage_s_per_repeat"),

@@ -70,6 +70,12 @@ def _merge_planes(lists) -> list[dict] | None:
     return total.to_json()
 
 
+def _repeat_sums(series) -> list[float]:
+    """Per repeat, the sum over datasets (repeat i of every scheme was taken
+    side by side, bench.measure, so the per-repeat totals pair up)."""
+    return [round(sum(rs), 4) for rs in zip(*series)]
+
+
 def summarize(datasets, meta, raw: dict) -> dict:
     """Per dataset and in total, per scheme (from run_scheme's per-version figures)."""
     out_ds = []
@@ -151,7 +157,7 @@ def summarize(datasets, meta, raw: dict) -> dict:
         r_s = sum(d["schemes"][sname]["retrieve_s"] for d in out_ds)
         lins = [d["schemes"][sname].get("lineage_s") for d in out_ds]
         lin_s = sum(lins) if lins and all(x is not None for x in lins) else None
-        lin_rep = ([round(sum(rs), 4) for rs in zip(*(d["schemes"][sname]["lineage_s_per_repeat"] for d in out_ds))]
+        lin_rep = (_repeat_sums(d["schemes"][sname]["lineage_s_per_repeat"] for d in out_ds)
                    if lin_s is not None else None)
         ratios = [v["one_tensor"]["ratio_to_full"] for d in out_ds for v in d["schemes"][sname]["versions"]
                   if v["one_tensor"]["ratio_to_full"] is not None]
@@ -167,8 +173,7 @@ def summarize(datasets, meta, raw: dict) -> dict:
             "retrieve_peak_bytes": max((d["schemes"][sname]["retrieve_peak_bytes"] for d in out_ds
                                         if d["schemes"][sname].get("retrieve_peak_bytes") is not None), default=None),
             "retrieve_s_range": [sum(d["schemes"][sname]["retrieve_s_range"][i] for d in out_ds) for i in (0, 1)],
-            "retrieve_s_per_repeat": [round(sum(rs), 4) for rs in zip(*(d["schemes"][sname]["retrieve_s_per_repeat"]
-                                                                       for d in out_ds))],
+            "retrieve_s_per_repeat": _repeat_sums(d["schemes"][sname]["retrieve_s_per_repeat"] for d in out_ds),
             "cold": r.get("cold"),
             "disk_bytes": r.get("disk_bytes"),
             "ratio": round(phys / total_lb, 4) if total_lb else None,
@@ -192,6 +197,21 @@ def _f(x, fmt="{:.1f}", none="–"):
 #: The headline speed of each per-repeat series (`paired_range`).
 _HEADLINE = {"retrieve_s_per_repeat": "retrieve_mb_s", "archive_pass_s": "archive_mb_s",
              "lineage_s_per_repeat": "lineage_mb_s"}
+
+
+def speed_ratio(p: dict, x: dict, key: str) -> float | None:
+    """p's headline MB/s over x's for the per-repeat series ``key`` (None when either is missing)."""
+    speed = _HEADLINE[key]
+    return p[speed] / x[speed] if p.get(speed) and x.get(speed) else None
+
+
+def ratio_cell(p: dict, x: dict, key: str, label: str) -> str:
+    """" · LABEL 1.23x (lo–hi)": `speed_ratio` and its noise band (`paired_range`); "" without a ratio."""
+    ratio = speed_ratio(p, x, key)
+    if ratio is None:
+        return ""
+    band = paired_range(p, x, key)
+    return f" · {label} {ratio:.2f}x" + (f" ({band[0]:.2f}–{band[1]:.2f})" if band else "")
 
 
 def paired_range(p: dict, x: dict, key: str = "retrieve_s_per_repeat") -> tuple[float, float] | None:
@@ -248,18 +268,10 @@ def answers_md(report: dict) -> list[str]:
             if p is None or x is None:
                 cells.append("–")
                 continue
-            arng = paired_range(p, x, "archive_pass_s")
-            arch = (f" · archive {p['archive_mb_s'] / x['archive_mb_s']:.2f}x"
-                    + (f" ({arng[0]:.2f}–{arng[1]:.2f})" if arng else "")
-                    if p.get("archive_mb_s") and x.get("archive_mb_s") else "")
-            lrng = paired_range(p, x, "lineage_s_per_repeat")
-            lin = (f" · lineage {p['lineage_mb_s'] / x['lineage_mb_s']:.2f}x"
-                   + (f" ({lrng[0]:.2f}–{lrng[1]:.2f})" if lrng else "")
-                   if p.get("lineage_mb_s") and x.get("lineage_mb_s") else "")
-            rng = paired_range(p, x)
-            rng = f" ({rng[0]:.2f}–{rng[1]:.2f})" if rng else ""
-            cells.append(f"size {x['physical_bytes'] / p['physical_bytes']:.2f}x · retrieve "
-                         f"{p['retrieve_mb_s'] / x['retrieve_mb_s']:.2f}x{rng}{lin}{arch}")
+            cells.append(f"size {x['physical_bytes'] / p['physical_bytes']:.2f}x"
+                         + ratio_cell(p, x, "retrieve_s_per_repeat", "retrieve")
+                         + ratio_cell(p, x, "lineage_s_per_repeat", "lineage")
+                         + ratio_cell(p, x, "archive_pass_s", "archive"))
         floor = p.get("entropy_floor") if p else None
         cells.append(f"{p['physical_bytes'] / floor:.3f}" if floor else "–")
         L.append("| " + " | ".join(cells) + " |")
