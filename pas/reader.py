@@ -446,7 +446,7 @@ class TensorReader:
         chunk, to name the damaged chunk. ``what`` names the tensor in the error."""
         lay = self.parse(addr)
         hit = self.cached(addr)
-        words = self.words(addr, parallel=parallel, out=out) if hit is None else hit
+        words = self._decode(lay, 0, lay.n, parallel, False, out) if hit is None else hit
         if records.tensor_matches(addr, lay.dtype.name, lay.shape, words):
             # A cached array is also held by whoever put it there (a snapshot
             # handed out, an archived input): the caller gets its own copy.
