@@ -21,6 +21,7 @@ from test_cli import parallel
 
 from pas.archive import repo_graph
 from pas.archive.repack import POINTS, repack
+from pas.errors import BadInput
 from pas.records import CHUNK, REF, TENSOR, VERSION
 from pas.repo import Repository
 from pas.snapshot import Snapshot, Tensor
@@ -152,8 +153,14 @@ def test_measured_versions_are_planned_against_budget_over_factor(source, monkey
         rg = repo_graph.build(repo, measure=False)
         factors = repo_graph.version_factors(repo, rg, repeats=1)
     assert set(factors) == set(rg.graph.snapshots) and all(f > 0 for f in factors.values())
-    assert repo_graph.planning_budgets({"a": 10.0, "b": 10.0, "c": float("inf")}, {"a": 2.0, "b": 0.5}) == {
-        "a": 5.0, "b": 10.0, "c": float("inf")}
+    # Factors count over the median one: a machine slower than at calibration moves them all alike.
+    assert repo_graph.planning_budgets({"a": 10.0, "b": 10.0, "c": 10.0, "d": float("inf")},
+                                       {"a": 2.4, "b": 0.6, "c": 1.2, "d": 1.2}) == {
+        "a": 5.0, "b": 10.0, "c": 10.0, "d": float("inf")}
+    assert repo_graph.planning_budgets({"a": 10.0, "b": 10.0}, {"a": 1.5, "b": 1.5}) == {"a": 10.0, "b": 10.0}
+    assert repo_graph.planning_budgets({"a": 11.0, "b": float("inf")}, {}, margin=0.1) == {"a": 10.0, "b": float("inf")}
+    with pytest.raises(BadInput, match="margin"):
+        repo_graph.planning_budgets({"a": 1.0}, {}, margin=float("nan"))
 
     with Repository.open(path) as repo:
         plain = repack(repo, alpha=1.6, dry_run=True)
@@ -164,7 +171,7 @@ def test_measured_versions_are_planned_against_budget_over_factor(source, monkey
     assert filled > 0.7                         # PAS fills budgets: the case this option is for
     factor = min(1.5, 1 / (0.9 * filled))       # budget / factor stays above the version's SPT cost (1 / 1.6)
     monkeypatch.setattr(repo_graph, "version_factors",
-                        lambda repo, rg, **k: {s: (factor if s == slow else 0.8) for s in rg.graph.snapshots})
+                        lambda repo, rg, **k: {s: (factor if s == slow else 1.0) for s in rg.graph.snapshots})
     with Repository.open(path) as repo:
         res = repack(repo, alpha=1.6, dry_run=True, measure_versions=True)
     assert res.version_factors[slow] == factor and res.feasible["after"]
@@ -177,6 +184,22 @@ def test_measured_versions_are_planned_against_budget_over_factor(source, monkey
     r = pas(path, "plan", "--budget", "1.6", "--measure-versions")
     assert r.returncode == 0 and "measured / modelled retrieval" in r.stdout, r.stderr
     assert pas(path, "plan", "--graph", str(path / "none.json"), "--measure-versions").returncode == 4
+
+
+def test_margin_plans_every_version_under_its_budget(source):
+    """`--margin M`: each version planned M under its budget (room for the cost
+    model's error); the report keeps the budgets themselves. It costs storage."""
+    path = _copy(source, "margin")
+    with Repository.open(path) as repo:
+        plain = repack(repo, alpha=1.6, dry_run=True)
+        res = repack(repo, alpha=1.6, dry_run=True, margin=0.2)
+    assert res.margin == 0.2 and res.feasible["after"]
+    for s, r in res.recreation.items():
+        assert r["budget"] == plain.recreation[s]["budget"]
+        assert r["after"] <= r["budget"] / 1.2 * (1 + 1e-9)
+    assert res.storage["after"] >= plain.storage["after"]
+    out = json.loads(pas(path, "repack", "--budget", "1.6", "--margin", "0.2", "--dry-run", "--json").stdout)
+    assert out["margin"] == 0.2
 
 
 def test_bad_options(source):

@@ -189,7 +189,7 @@ def test_costs_file_is_written_and_reused(lineage_repo, monkeypatch):
         saved = json.loads(path.read_text())
         assert saved["host"] == host_id() and saved["samples"] >= 3
         assert CostModel.from_json(saved) == model
-        assert model.a > 0 and model.seconds(4e6, 1e6) > model.seconds(1e3, 1e3)
+        assert model.seconds(4e6, 1e6) > model.seconds(1e3, 1e3)
         rows, times = repo_graph.calibrate.last      # real decodes were timed
         assert len(rows) == model.samples and all(t > 0 for t in times)
 
@@ -254,9 +254,11 @@ def test_cli_plan_repository_errors(lineage_repo, tmp_path):
         lambda: pas("-R", lineage_repo, "plan", "-b", "2", "--max-seconds", "1", expect=4).stderr,
         lambda: pas("-R", lineage_repo, "plan", "--max-seconds", "-1", expect=4).stderr,
         lambda: pas("plan", "--graph", g, "--save-graph", tmp_path / "x.json", expect=4).stderr,
-        lambda: pas("-R", tmp_path, "plan", expect=10).stderr)
+        lambda: pas("-R", tmp_path, "plan", expect=10).stderr,
+        lambda: pas("plan", "--graph", g, "--margin", "0.1", expect=4).stderr,
+        lambda: pas("-R", lineage_repo, "plan", "-b", "2", "--margin", "-0.1", expect=4).stderr)
     assert "exclude each other" in out[0] and "--max-seconds" in out[1] and "--graph" in out[2]
-    assert "no pas repository" in out[3]
+    assert "no pas repository" in out[3] and "--margin" in out[4] and "margin" in out[5]
     info = pas_json("plan", "--graph", g, "--max-seconds", "0.5")
     assert info["budgets"] == {"s": 0.5} and info["feasible"] is False
 
@@ -277,6 +279,26 @@ def test_nnls_matches_scipy():
         b = a @ np.array([rng.random() - 0.3, rng.random(), rng.random() - 0.5]) + rng.normal(0, 0.01, 20)
         want, _ = optimize.nnls(a, b)
         assert np.allclose(_nnls(a, b), want, atol=1e-6)
+
+
+def test_direct_fit_recovers_known_costs_and_refuses_what_it_cannot_tell():
+    """`_direct_fit` (calibration step 2) on retrievals' features [1, entries, delta
+    levels, stored bytes, whole-level elements, delta elements] finds known
+    coefficients; without a delta level among the retrievals it declines
+    (the fallback then scales step 1's decode costs)."""
+    from pas.archive.repo_graph import _direct_fit
+    rng = np.random.default_rng(1)
+    true = np.array([2e-4, 4e-5, 2e-5, 0.5e-9, 1e-9, 4e-9])
+    rows = []
+    for _ in range(40):
+        entries = rng.integers(1, 40)
+        deltas = rng.integers(0, entries + 1)
+        rows.append([1, entries, deltas, rng.uniform(1e5, 4e6), rng.uniform(1e4, 1e6), deltas * rng.uniform(1e3, 3e4)])
+    x = np.array(rows, float)
+    y = x @ true * rng.normal(1, 0.01, len(x))
+    coef, resid = _direct_fit(x, y)
+    assert resid < 0.03 and np.allclose(coef, true, rtol=0.25, atol=1e-6)
+    assert _direct_fit(np.c_[x[:, :2], np.zeros((len(x), 1)), x[:, 3:5], np.zeros((len(x), 1))], y) is None
 
 
 # ---------------------------------------------------------------- the cost model of a whole retrieval
@@ -331,9 +353,10 @@ def test_graph_has_the_overheads_and_delta_costs(lineage_repo):
 
 
 def test_calibration_times_whole_retrievals(lineage_repo):
-    """calibrate fits the per-version terms on real `Repository.retrieve` calls (whole
-    versions and subsets of their tensors), and the model it gives predicts whole
-    retrievals measured right after (loosely: a shared machine is noisy)."""
+    """calibrate fits the model on real `Repository.retrieve` calls (whole versions
+    and subsets of their tensors: those stored whole and those stored as deltas
+    apart), and the model it gives predicts whole retrievals measured right
+    after (loosely: a shared machine is noisy)."""
     import statistics
     import time
     with Repository.open(lineage_repo) as repo:
@@ -341,7 +364,8 @@ def test_calibration_times_whole_retrievals(lineage_repo):
         rows, times = repo_graph.calibrate.last_versions
         assert model.version_samples == len(rows) == len(times) >= 5
         assert len({r[1] for r in rows}) >= 2                      # entries vary: whole versions and subsets
-        assert model.scale > 0 and model.delta_c > 0 and model.host == host_id()
+        assert model.delta_c > 0 and model.host == host_id()
+        assert any(r[2] > 0 for r in rows) and any(r[2] == 0 for r in rows)   # with and without delta levels
         rg = repo_graph.build(repo, costs=model, measure=False)
         ev = evaluate(rg.graph, rg.current, {}, "independent")
         runs = {s: [] for s in rg.snapshots}

@@ -99,6 +99,7 @@ class RepackResult:
     physical_after: int | None = None
     seconds: float = 0.0
     version_factors: dict | None = None  # measured / modelled retrieval per version, if measured
+    margin: float = 0.0                  # each version planned this fraction under its budget
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -323,14 +324,15 @@ def _orphans_to_remove(repo, changed: set[bytes]) -> list[bytes]:
 
 def repack(repo, algorithm: str = "best", alpha: float | None = None, max_seconds: float | None = None,
            model: str = "independent", dry_run: bool = False, gc: bool = True, recalibrate: bool = False,
-           progress=None, measure_versions: bool = False) -> RepackResult:
+           progress=None, measure_versions: bool = False, margin: float = 0.0) -> RepackResult:
     """Plan ``repo`` (as `pas plan`) and re-encode every tensor whose storage the plan changes.
 
     ``repo`` must be open for writing unless ``dry_run`` (which only reports).
     The repository's write lock (RocksDB's LOCK) is held by that open handle.
     ``measure_versions``: time every version's retrieval first and plan each
     one against its budget less the model's measured error on it
-    (`repo_graph.version_factors`)."""
+    (`repo_graph.version_factors`). ``margin``: every version planned that
+    fraction under its budget (`repo_graph.planning_budgets`)."""
     from . import repo_graph
     started = time.perf_counter()
     check_model(model)
@@ -346,7 +348,8 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
         budgets = {s: float(max_seconds) for s in g.snapshots}
     else:
         budgets = budgets_for(g, model, alpha)
-    p, factors = repo_graph.plan_repository(repo, rg, algorithm, budgets, measure_versions=measure_versions)
+    p, factors = repo_graph.plan_repository(repo, rg, algorithm, budgets, measure_versions=measure_versions,
+                                            margin=margin)
     ev, before = evaluate(g, p, budgets, model), evaluate(g, rg.current, budgets, model)
     d_before, d_after = rg.depths(rg.current), rg.depths(p)
     if max(d_after.values(), default=0) > rg.max_depth:
@@ -360,7 +363,7 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
                     for s in g.snapshots},
         feasible={"before": before.feasible, "after": ev.feasible},
         depth={"before": max(d_before.values(), default=0), "after": max(d_after.values(), default=0)},
-        tensors={}, physical_before=repo.physical_bytes(), version_factors=factors)
+        tensors={}, physical_before=repo.physical_bytes(), version_factors=factors, margin=margin)
     if dry_run:
         _summarise(res, tgts)
         res.seconds = time.perf_counter() - started

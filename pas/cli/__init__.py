@@ -468,6 +468,11 @@ MeasureVersionsOpt = typer.Option(False, "--measure-versions", help="Time every 
                                   "measured error on it: measured times then stay within the budgets.")
 
 
+MarginOpt = typer.Option(0.0, "--margin", help="Plan every version this fraction under its budget (e.g. "
+                         "0.05): room for the cost model's error and for timing noise, so that measured times "
+                         "stay within the budgets. Costs storage.")
+
+
 @app.command()
 def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="Plan this storage graph JSON "
                                                    "(docs/planning.md) instead of the repository's versions."),
@@ -486,6 +491,7 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
                                                  "deltas (default: unbounded with --graph; a repository's "
                                                  "delta.max_depth, which is also the most allowed)."),
          measure_versions: bool = MeasureVersionsOpt,
+         margin: float = MarginOpt,
          as_json: bool = JsonOpt):
     """Plan archival storage: per matrix, whole or delta against which, for the
     least storage within each snapshot's recreation budget.
@@ -512,9 +518,9 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
         return budgets_for(g, recreation, alpha)
 
     if graph_file is not None:
-        if save_graph is not None or recalibrate or measure_versions:
-            raise BadInput("--save-graph, --recalibrate and --measure-versions are for planning a repository, "
-                           "not a --graph file")
+        if save_graph is not None or recalibrate or measure_versions or margin:
+            raise BadInput("--save-graph, --recalibrate, --measure-versions and --margin are for planning a "
+                           "repository, not a --graph file")
         if not graph_file.is_file():
             raise NotFound(f"{graph_file}: no such file")
         g = StorageGraph.load(graph_file)
@@ -550,7 +556,7 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
         budgets = budgets_of(g)
         if max_depth is not None and max_depth > rg.max_depth:
             raise BadInput(f"--max-depth {max_depth} is above the repository's delta.max_depth {rg.max_depth}")
-        p, factors = repo_graph.plan_repository(repo, rg, algorithm, budgets, max_depth, measure_versions)
+        p, factors = repo_graph.plan_repository(repo, rg, algorithm, budgets, max_depth, measure_versions, margin)
     ev = evaluate(g, p, budgets, recreation)
     before = evaluate(g, rg.current, budgets, recreation)
     if save_graph is not None:
@@ -567,7 +573,7 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
             "depth": {"repository_max": rg.max_depth, "before": max(depth_before.values(), default=0),
                       "after": max(depth_after.values(), default=0)},
             "graph": {"vertices": len(g.matrices), "edges": len(g.edges), "seconds": rg.seconds},
-            "version_factors": factors}
+            "version_factors": factors, "margin": margin}
     if save_graph is not None:
         info["graph"]["saved"] = str(save_graph)
 
@@ -580,15 +586,19 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
                    f"{f' ({groups} groups of small tensors)' if groups else ''}, {len(g.edges)} edges "
                    f"(graph built in {rg.seconds:.1f} s)")
         c = rg.costs
-        typer.echo(f"cost model: {c.a * 1e6:.1f} us + {c.b * 1e9:.3f} ns/stored byte + {c.c * 1e9:.3f} ns/element "
-                   f"per chain level (calibrated {c.measured or '?'}, {c.samples} tensors)")
+        typer.echo(f"cost model: {c.version * 1e3:.2f} ms per version + {c.tensor * 1e6:.1f} us per tensor; per "
+                   f"tensor stored whole {c.a * 1e6:.1f} us + {c.b * 1e9:.3f} ns/stored byte + {c.c * 1e9:.3f} "
+                   f"ns/element, per delta applied {c.delta_a * 1e6:.1f} us + {c.delta_b * 1e9:.3f} ns/stored byte "
+                   f"+ {c.delta_c * 1e9:.3f} ns/element (calibrated {c.measured or '?'}, {c.version_samples} "
+                   f"retrievals timed, fit error {c.residual:.0%} rms)")
         bud = (f"budget {alpha:g} x shortest-path cost" if alpha is not None else
                f"budget {max_seconds:g} s per version" if max_seconds is not None else "no budgets")
-        typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, {bud}")
+        typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, {bud}"
+                   + (f", planned {i['margin']:.0%} under each budget" if i["margin"] else ""))
         if i["version_factors"]:
             f = sorted(i["version_factors"].values())
             typer.echo(f"measured / modelled retrieval: {f[0]:.2f}-{f[-1]:.2f} over {len(f)} versions (median "
-                       f"{f[len(f) // 2]:.2f}); each version planned against its budget / its factor above 1")
+                       f"{f[len(f) // 2]:.2f}); each version planned against its budget / its factor over the median")
         sb, sa = i["before"]["storage"], i["storage"]
         change = f" ({(sa - sb) / sb * 100:+.1f}%)" if sb else ""
         typer.echo(f"storage (estimated): before {_mb(int(sb))} (measured {_mb(i['before']['measured_bytes'])}), "
@@ -636,6 +646,7 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
            memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="Memory for data while re-encoding "
                                                       "(e.g. 512M; default 4G or $PAS_MEMORY_LIMIT)."),
            measure_versions: bool = MeasureVersionsOpt,
+           margin: float = MarginOpt,
            as_json: bool = JsonOpt):
     """Apply a storage plan: re-encode every tensor whose storage the plan
     changes (whole, delta against which base, chain depth), crash-safely.
@@ -652,7 +663,7 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
         if limit is not None:
             repo.memory_limit = limit
         res = run_repack(repo, algorithm, alpha, max_seconds, recreation, dry_run=dry_run, gc=not no_gc,
-                         recalibrate=recalibrate, measure_versions=measure_versions)
+                         recalibrate=recalibrate, measure_versions=measure_versions, margin=margin)
     info = res.to_json()
 
     def human(i):
