@@ -668,7 +668,8 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
 
     def human(i):
         typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, deepest chain "
-                   f"{i['depth']['before']} -> {i['depth']['after']} (max {i['max_depth']})")
+                   f"{i['depth']['before']} -> {i['depth']['after']} (max {i['max_depth']})"
+                   + (f", planned {i['margin']:.0%} under each budget" if i["margin"] else ""))
         sb, sa = i["storage"]["before"], i["storage"]["after"]
         typer.echo(f"storage (estimated): {_mb(int(sb))} -> {_mb(int(sa))}; feasible: "
                    f"{'yes' if i['feasible']['before'] else 'no'} -> {'yes' if i['feasible']['after'] else 'no'}")
