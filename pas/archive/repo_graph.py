@@ -315,11 +315,12 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 5, max_bytes: int = 12
        ``version + tensor * entries``, and per level ``b`` per stored byte
        plus ``c`` per element of a whole level, ``delta_a + delta_c *
        elements`` more for a delta level (``a`` is then 0: a tensor's fixed
-       cost is in ``tensor``). Measured (SD-shaped repository, one repository
-       calibrated, two other layouts of it timed): a version's time predicted
-       within 5-6% rms, and the ratio of one layout's time to another's
-       within 2-5% on average, against 13-27% and 7-17% when step 1's decode
-       costs were scaled by one factor, which stays the fallback: when the
+       cost is in ``tensor``). Measured (SD-shaped repository calibrated in
+       the writer's layout, its SPT and PAS layouts timed right after): a
+       version's time predicted within 5-6% rms, and the ratio of the PAS
+       layout's time to the SPT's within 3-5% (three calibrations); session
+       10's fit, step 1's decode costs scaled by one factor, fitted its own
+       retrievals within 17% rms only. That fit stays the fallback: when the
        retrievals have no delta level, or cannot tell whole tensors' costs or
        delta levels' from the fixed terms, ``version + tensor * entries +
        scale * decoding`` (decoding by step 1's model) is fitted instead. A
