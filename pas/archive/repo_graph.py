@@ -436,6 +436,7 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 5, max_bytes: int = 12
         return [f[0] - 1, f[1], f[2], f[3]]
 
     def capped(ents) -> list:
+        """Entries in order while they fit in max_version_bytes together."""
         out, total = [], 0
         for e in ents:
             if total + nbytes(e) <= max_version_bytes:
@@ -448,12 +449,7 @@ def calibrate(repo, max_tensors: int = 16, repeats: int = 5, max_bytes: int = 12
         subsets = []
         if sum(nbytes(e) for e in v.tensors + v.files) <= max_version_bytes:
             subsets.append((None, v.tensors + v.files))
-        cheap, total = [], 0
-        for e in ents[:max(1, len(ents) // 2)]:
-            if total + nbytes(e) > max_version_bytes:
-                break
-            cheap.append(e)
-            total += nbytes(e)
+        cheap = capped(ents[:max(1, len(ents) // 2)])
         dear = capped(reversed(ents[-max(1, min(3, len(ents) // 8)):]))
         # Its tensors stored whole, and those stored as deltas, apart: what
         # tells a delta level's cost from a whole one's inside a retrieval.
