@@ -247,6 +247,20 @@ def test_cli_plan_repository_changes_nothing(lineage_repo, tmp_path):
     assert _store_items(lineage_repo) == before
 
 
+def test_cli_says_when_it_measures_costs(lineage_repo, tmp_path):
+    """The first `pas plan` on a machine times retrievals (seconds on a big
+    repository): it says so on stderr; once .pas/costs.json holds the model, it does not."""
+    import shutil
+    path = tmp_path / "copy"
+    shutil.copytree(lineage_repo, path)
+    (path / ".pas" / COSTS_FILE).unlink(missing_ok=True)
+    first = pas("-R", path, "plan", "--budget", "1.6", "--json")
+    assert "measuring retrieval costs" in first.stderr and json.loads(first.stdout)["feasible"] is True
+    assert (path / ".pas" / COSTS_FILE).is_file()
+    assert "measuring" not in pas("-R", path, "plan", "--budget", "1.6", "--json").stderr
+    assert "measuring retrieval costs" in pas("-R", path, "repack", "-b", "1.6", "-n", "--recalibrate").stderr
+
+
 def test_cli_plan_repository_errors(lineage_repo, tmp_path):
     g = tmp_path / "g.json"
     g.write_text('{"edges": [{"from": "v0", "to": "a", "storage": 1, "recreation": 1}], "snapshots": {"s": ["a"]}}')

@@ -468,6 +468,15 @@ MeasureVersionsOpt = typer.Option(False, "--measure-versions", help="Time every 
                                   "measured error on it: measured times then stay within the budgets.")
 
 
+def _note_calibration(repo, recalibrate: bool) -> None:
+    """Say so on stderr before the cost model is measured: it times real
+    retrievals (seconds to tens of seconds on a big repository), once per
+    machine, and the command would otherwise sit silent meanwhile."""
+    from ..archive import repo_graph
+    if recalibrate or repo_graph.load_costs(repo) is None:
+        typer.echo("measuring retrieval costs on this machine (once; kept in .pas/costs.json)...", err=True)
+
+
 MarginOpt = typer.Option(0.0, "--margin", help="Plan every version this fraction under its budget (e.g. "
                          "0.05): room for the cost model's error and for timing noise, so that measured times "
                          "stay within the budgets. Costs storage.")
@@ -551,6 +560,7 @@ def plan(graph_file: Optional[Path] = typer.Option(None, "--graph", "-g", help="
     # The repository's own versions: read-only; only .pas/costs.json may be written.
     from ..archive import repo_graph
     with _open() as repo:
+        _note_calibration(repo, recalibrate)
         rg = repo_graph.build(repo, recreation, recalibrate=recalibrate)
         g = rg.graph
         budgets = budgets_of(g)
@@ -662,6 +672,7 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
     with _open(write=not dry_run) as repo:
         if limit is not None:
             repo.memory_limit = limit
+        _note_calibration(repo, recalibrate)
         res = run_repack(repo, algorithm, alpha, max_seconds, recreation, dry_run=dry_run, gc=not no_gc,
                          recalibrate=recalibrate, measure_versions=measure_versions, margin=margin)
     info = res.to_json()
