@@ -202,6 +202,40 @@ def test_margin_plans_every_version_under_its_budget(source):
     assert out["margin"] == 0.2
 
 
+def test_refine_applies_measures_and_plans_again(source, monkeypatch):
+    """`--refine`: the plan is applied, every version timed in its new layout,
+    then planned and applied again against its budget over its factor there.
+    One result: the second pass's layout, the first pass's starting point."""
+    path = _copy(source, "refine")
+    timed_layouts = []
+    real = repo_graph.version_factors
+
+    def factors(repo, rg, **k):
+        timed_layouts.append(rg.describe(rg.current))
+        return real(repo, rg, repeats=1)
+    monkeypatch.setattr(repo_graph, "version_factors", factors)
+    with Repository.open(path) as repo:
+        plain = repack(repo, alpha=1.6, dry_run=True, margin=0.05)
+        rg = repo_graph.build(repo, measure=False)
+        original = rg.describe(rg.current)
+    assert plain.tensors["encode"] + plain.tensors["depth"] > 0     # the first pass changes the layout
+    with Repository.open(path, write=True) as repo:
+        res = repack(repo, alpha=1.6, margin=0.05, refine=True)
+    assert len(timed_layouts) == 1 and timed_layouts[0] != original   # timed in the first pass's layout
+    assert len(res.passes) == 2 and res.passes[0]["version_factors"] is None
+    assert res.passes[1]["version_factors"] == res.version_factors and set(res.version_factors) == set(res.recreation)
+    assert res.storage["before"] == plain.storage["before"] and res.feasible["after"]
+    assert res.passes[0]["storage"]["after"] == pytest.approx(plain.storage["after"])
+    for r in res.recreation.values():
+        assert r["after"] <= r["budget"] / 1.05 * (1 + 1e-9)
+    check(path, source)
+    with Repository.open(path) as repo, pytest.raises(BadInput, match="dry run"):
+        repack(repo, alpha=1.6, dry_run=True, refine=True)
+    out = json.loads(pas(path, "repack", "--budget", "1.6", "--refine", "--json").stdout)
+    assert len(out["passes"]) == 2
+    check(path, source)
+
+
 def test_bad_options(source):
     path = _copy(source, "bad")
     cases = (["--budget", "1", "--max-seconds", "1"], ["--budget", "-1"], ["--algorithm", "nope"],

@@ -100,6 +100,7 @@ class RepackResult:
     seconds: float = 0.0
     version_factors: dict | None = None  # measured / modelled retrieval per version, if measured
     margin: float = 0.0                  # each version planned this fraction under its budget
+    passes: list | None = None           # a refined repack's two passes (`repack`, ``refine``)
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -324,7 +325,8 @@ def _orphans_to_remove(repo, changed: set[bytes]) -> list[bytes]:
 
 def repack(repo, algorithm: str = "best", alpha: float | None = None, max_seconds: float | None = None,
            model: str = "independent", dry_run: bool = False, gc: bool = True, recalibrate: bool = False,
-           progress=None, measure_versions: bool = False, margin: float = 0.0) -> RepackResult:
+           progress=None, measure_versions: bool = False, margin: float = 0.0,
+           refine: bool = False) -> RepackResult:
     """Plan ``repo`` (as `pas plan`) and re-encode every tensor whose storage the plan changes.
 
     ``repo`` must be open for writing unless ``dry_run`` (which only reports).
@@ -332,14 +334,51 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
     ``measure_versions``: time every version's retrieval first and plan each
     one against its budget less the model's measured error on it
     (`repo_graph.version_factors`). ``margin``: every version planned that
-    fraction under its budget (`repo_graph.planning_budgets`)."""
-    from . import repo_graph
-    started = time.perf_counter()
+    fraction under its budget (`repo_graph.planning_budgets`). ``refine``:
+    apply the plan, then time every version in its new layout and plan and
+    apply again with those factors: the model's error on a version depends on
+    its layout, and this measures it in the layout the plan chose. The result
+    is the second pass's, with the first's "before" figures and both passes'
+    work added up (``passes`` has each)."""
     check_model(model)
     if alpha is not None and max_seconds is not None:
         raise BadInput("a budget factor and a time budget exclude each other")
     if not dry_run and repo.store.read_only:
         raise BadInput("repository was opened read-only")
+    if not refine:
+        return _repack_once(repo, algorithm, alpha, max_seconds, model, dry_run, gc, recalibrate, progress,
+                            measure_versions, margin)
+    if dry_run:
+        raise BadInput("refining applies a plan and measures it: it cannot be a dry run")
+    first = _repack_once(repo, algorithm, alpha, max_seconds, model, False, False, recalibrate, progress,
+                         measure_versions, margin)
+    second = _repack_once(repo, algorithm, alpha, max_seconds, model, False, gc, False, progress, True, margin)
+    return _two_passes(first, second)
+
+
+def _two_passes(first: RepackResult, second: RepackResult) -> RepackResult:
+    """One result for a refined repack: the second pass's plan and layout, the
+    first pass's starting point, the work of both."""
+    res = second
+    res.passes = [{k: getattr(r, k) for k in ("storage", "feasible", "depth", "tensors", "chunks_written",
+                                              "records_written", "verified", "seconds", "version_factors")}
+                  for r in (first, second)]
+    for key in ("storage", "feasible", "depth"):
+        res.__dict__[key] = {"before": getattr(first, key)["before"], "after": getattr(second, key)["after"]}
+    for s, r in res.recreation.items():
+        r["before"] = first.recreation[s]["before"]
+    for key in ("chunks_written", "chunks_reused", "records_written", "orphan_records_removed", "bytes_written",
+                "verified"):
+        setattr(res, key, getattr(first, key) + getattr(second, key))
+    res.physical_before = first.physical_before
+    res.seconds = first.seconds + second.seconds
+    return res
+
+
+def _repack_once(repo, algorithm, alpha, max_seconds, model, dry_run, gc, recalibrate, progress,
+                 measure_versions, margin) -> RepackResult:
+    from . import repo_graph
+    started = time.perf_counter()
     rg = repo_graph.build(repo, model, recalibrate=recalibrate, measure=False)
     g = rg.graph
     if max_seconds is not None:

@@ -657,6 +657,9 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
                                                       "(e.g. 512M; default 4G or $PAS_MEMORY_LIMIT)."),
            measure_versions: bool = MeasureVersionsOpt,
            margin: float = MarginOpt,
+           refine: bool = typer.Option(False, "--refine", help="Apply the plan, then time every version in "
+                                       "its new layout (3 times) and plan and apply again against each budget "
+                                       "less the cost model's measured error on that version there."),
            as_json: bool = JsonOpt):
     """Apply a storage plan: re-encode every tensor whose storage the plan
     changes (whole, delta against which base, chain depth), crash-safely.
@@ -674,18 +677,24 @@ def repack(algorithm: str = typer.Option("best", "--algorithm", "-a", help="mst 
             repo.memory_limit = limit
         _note_calibration(repo, recalibrate)
         res = run_repack(repo, algorithm, alpha, max_seconds, recreation, dry_run=dry_run, gc=not no_gc,
-                         recalibrate=recalibrate, measure_versions=measure_versions, margin=margin)
+                         recalibrate=recalibrate, measure_versions=measure_versions, margin=margin,
+                         refine=refine)
     info = res.to_json()
 
     def human(i):
         typer.echo(f"algorithm {i['algorithm']}, {recreation} recreation, deepest chain "
                    f"{i['depth']['before']} -> {i['depth']['after']} (max {i['max_depth']})"
                    + (f", planned {i['margin']:.0%} under each budget" if i["margin"] else ""))
+        if i.get("passes"):
+            p1, p2 = i["passes"]
+            typer.echo(f"refined: first pass to {_mb(int(p1['storage']['after']))}, then every version timed in "
+                       f"that layout and planned again to {_mb(int(p2['storage']['after']))}")
         sb, sa = i["storage"]["before"], i["storage"]["after"]
         typer.echo(f"storage (estimated): {_mb(int(sb))} -> {_mb(int(sa))}; feasible: "
                    f"{'yes' if i['feasible']['before'] else 'no'} -> {'yes' if i['feasible']['after'] else 'no'}")
         t = i["tensors"]
-        typer.echo(f"tensors: {t['encode']} re-encoded, {t['depth']} with a new depth only, {t['unchanged']} unchanged")
+        typer.echo(f"tensors{' (second pass)' if i.get('passes') else ''}: {t['encode']} re-encoded, {t['depth']} "
+                   f"with a new depth only, {t['unchanged']} unchanged")
         for c in i["changes"][:20]:
             typer.echo(f"  {c['vertex']}: {c['before']} -> {c['after']} (depth {c['depth_before']} -> {c['depth_after']})")
         if len(i["changes"]) > 20:
