@@ -52,6 +52,7 @@ import hashlib
 import json
 import math
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -592,7 +593,7 @@ def _timed_cli(args: list[str], repo: Path) -> dict:
 
 
 def corpus_repack(corpus: list[Dataset], work: Path, out: Path, alpha: float = TABLE5_ALPHA,
-                  repeat: int = 3, quiet_seconds: float | None = None) -> dict:
+                  repeat: int = 3, quiet_seconds: float | None = None, repack_args: tuple = ()) -> dict:
     """Issue 6's third Done-when: the whole shared corpus archived into ONE
     repository (every lineage; each version against its parent, as the corpus
     manifest says; refs ``LINEAGE/VERSION``), then ``pas repack --budget ALPHA``
@@ -630,7 +631,7 @@ def corpus_repack(corpus: list[Dataset], work: Path, out: Path, alpha: float = T
     _log(f"corpus: {len(versions)} versions archived in {res['archive_seconds']:.0f} s; timing retrievals")
     res["retrieve_before"] = _time_versions(path, versions, repeat, quiet_seconds)
     _log("corpus: pas repack")
-    rp = _timed_cli(["repack", "--budget", str(alpha), "--json"], path)
+    rp = _timed_cli(["repack", "--budget", str(alpha), *repack_args, "--json"], path)
     try:
         rp["result"] = json.loads(rp.pop("stdout"))
     except ValueError:
@@ -766,6 +767,8 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus-repack", action="store_true",
                     help="instead: archive the whole shared corpus into one repository, `pas repack` it "
                          "(budget 1.6), check every version bit-exact and `pas verify` (corpus-repack.md/json)")
+    ap.add_argument("--repack-args", default="", help="with --corpus-repack: more `pas repack` options, "
+                    "e.g. \"--margin 0.05 --refine\"")
     a = ap.parse_args(argv)
     if a.repeat is not None and a.repeat < 1:
         ap.error("--repeat must be at least 1")
@@ -773,7 +776,8 @@ def main(argv=None) -> int:
         work = a.work or Path(tempfile.mkdtemp(prefix="pas-corpus-repack-"))
         try:
             res = corpus_repack(corpus_datasets(corpus_dir(generate=False)), work, a.out,
-                                repeat=a.repeat or 3, quiet_seconds=a.quiet_seconds)
+                                repeat=a.repeat or 3, quiet_seconds=a.quiet_seconds,
+                                repack_args=tuple(shlex.split(a.repack_args)))
         finally:
             if not a.keep:
                 shutil.rmtree(work, ignore_errors=True)
