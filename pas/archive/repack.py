@@ -364,7 +364,7 @@ def _two_passes(first: RepackResult, second: RepackResult) -> RepackResult:
                                               "records_written", "verified", "seconds", "version_factors")}
                   for r in (first, second)]
     for key in ("storage", "feasible", "depth"):
-        res.__dict__[key] = {"before": getattr(first, key)["before"], "after": getattr(second, key)["after"]}
+        setattr(res, key, {"before": getattr(first, key)["before"], "after": getattr(second, key)["after"]})
     for s, r in res.recreation.items():
         r["before"] = first.recreation[s]["before"]
     for key in ("chunks_written", "chunks_reused", "records_written", "orphan_records_removed", "bytes_written",
