@@ -75,16 +75,16 @@ from pas.repo import Repository
 ALGORITHMS = ("mst", "spt", "last", "pas-mt", "pas-pt", "best")
 ALPHAS = (1.0, 1.2, 1.4, 1.6, 2.0, 2.5, 3.0, 4.0)
 TABLE5_ALPHA = 1.6
-#: Table V's plans: (row key, title, `pas repack --algorithm`, `--measure-versions`,
-#: `--margin`, `--refine`). PAS three ways: planned on the cost model alone; 10%
+#: Table V's plans: (row key, title, `pas repack --algorithm`, `--margin`,
+#: `--refine`). PAS three ways: planned on the cost model alone; 10%
 #: under every budget; and refined (5% under every budget, then every version
 #: timed in the layout the plan chose, planned and applied again), the
 #: configuration the Done-when is judged on.
-TABLE5_PLANS = (("spt", "whole storage (SPT)", "spt", False, 0.0, False),
-                ("mst", "least storage (MST, depth-bounded)", "mst", False, 0.0, False),
-                ("best", "PAS (best), cost model only", "best", False, 0.0, False),
-                ("best-margin", "PAS (best), cost model only, margin 10%", "best", False, 0.10, False),
-                ("best-refined", "PAS (best), margin 5%, refined on measured versions", "best", False, 0.05, True))
+TABLE5_PLANS = (("spt", "whole storage (SPT)", "spt", 0.0, False),
+                ("mst", "least storage (MST, depth-bounded)", "mst", 0.0, False),
+                ("best", "PAS (best), cost model only", "best", 0.0, False),
+                ("best-margin", "PAS (best), cost model only, margin 10%", "best", 0.10, False),
+                ("best-refined", "PAS (best), margin 5%, refined on measured versions", "best", 0.05, True))
 PAS_ROW = "best-refined"
 PRECISIONS = (("full", None), ("top 2 bytes", 2), ("top 1 byte", 1))
 CORPUS_LINEAGES = ("lineage-finetune", "snapshots-cnn")
@@ -267,7 +267,7 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
     included, as measured times are."""
     rows, dsts, results = [], {}, {}
     try:
-        for key, title, alg, measured, margin, refine in TABLE5_PLANS:
+        for key, title, alg, margin, refine in TABLE5_PLANS:
             dst = work / f"{path.name}--{key}"
             if dst.exists():
                 shutil.rmtree(dst)
@@ -275,8 +275,7 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
             dsts[key] = dst
             t = time.perf_counter()
             with Repository.open(dst, write=True) as repo:
-                res = repack(repo, algorithm=alg, alpha=alpha, model=MODEL, measure_versions=measured,
-                             margin=margin, refine=refine)
+                res = repack(repo, algorithm=alg, alpha=alpha, model=MODEL, margin=margin, refine=refine)
             results[key] = (res, time.perf_counter() - t)
         labels = sorted(results[TABLE5_PLANS[0][0]][0].recreation)
         times = time_retrievals(dsts, labels, repeat, quiet_seconds)
@@ -317,43 +316,35 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
                      "versions_within_budget_now_tolerance": sum(
                          v["measured_full"] <= v["budget_now"] * (1 + MEASURED_TOLERANCE) for v in per.values()),
                      "versions": per})
-    # measured budgets: alpha x the version's measured time under the SPT plan (same run, interleaved)
+    # Measured budgets: alpha x the version's measured time under the SPT plan
+    # (same run, interleaved). Run budgets: alpha x its modelled SPT time at the
+    # machine's speed in this run (the SPT copy's median measured / modelled
+    # time). One version's measured SPT time is mostly noise on the shared VM:
+    # the SD-shaped versions cost the same by construction, yet measured
+    # 0.74-1.27 x their mean, and those per-version times correlated at
+    # 0.03-0.50 between five runs and at 0.12-0.59 between the odd and even
+    # repeats of one run. The machine's speed moves between calibration and
+    # these measurements (SPT measured 0.9-1.9 x modelled), which budgets in
+    # model seconds cannot know.
     spt_row = rows[0]
+    speed = statistics.median(v["measured_full"] / v["modelled"] for v in spt_row["versions"].values()
+                              if v["modelled"] > 0)
     for row in rows:
-        within_model = within_tol = within_measured = 0
-        for lab, v in row["versions"].items():
-            v["measured_budget"] = alpha * spt_row["versions"][lab]["measured_full"]
+        vs = row["versions"]
+        for lab, v in vs.items():
+            spt_v = spt_row["versions"][lab]
+            v["measured_budget"] = alpha * spt_v["measured_full"]
+            v["run_budget"] = alpha * spt_v["modelled"] * speed
             v["within_budget"] = v["budget"] is None or v["measured_full"] <= v["budget"]
             v["within_budget_tolerance"] = (v["budget"] is None
                                             or v["measured_full"] <= v["budget"] * (1 + MEASURED_TOLERANCE))
             v["within_measured_budget"] = v["measured_full"] <= v["measured_budget"]
-            within_model += v["within_budget"]
-            within_tol += v["within_budget_tolerance"]
-            within_measured += v["within_measured_budget"]
-        row["versions_within_budget"] = within_model
-        row["versions_within_budget_tolerance"] = within_tol
-        row["versions_within_measured_budget"] = within_measured
-        row["worst_measured_over_budget"] = max(v["measured_full"] / v["budget"] for v in row["versions"].values()
-                                                if v["budget"])
-        row["worst_measured_over_measured_budget"] = max(v["measured_full"] / v["measured_budget"]
-                                                         for v in row["versions"].values())
-    # Run budgets: alpha x each version's modelled SPT time at the machine's speed
-    # in this run (the SPT copy's median measured / modelled time). One version's
-    # measured SPT time is mostly noise on the shared VM: the SD-shaped versions
-    # cost the same by construction, yet measured 0.74-1.27 x their mean, and
-    # those per-version times correlated at 0.03-0.50 between five runs and at
-    # 0.12-0.59 between the odd and even repeats of one run. The machine's speed
-    # moves between calibration and these measurements (SPT measured 0.9-1.9 x
-    # modelled), which budgets in model seconds cannot know.
-    speed = statistics.median(v["measured_full"] / v["modelled"] for v in spt_row["versions"].values()
-                              if v["modelled"] > 0)
-    for row in rows:
-        for lab, v in row["versions"].items():
-            v["run_budget"] = alpha * spt_row["versions"][lab]["modelled"] * speed
             v["within_run_budget"] = v["measured_full"] <= v["run_budget"]
-        row["versions_within_run_budget"] = sum(v["within_run_budget"] for v in row["versions"].values())
-        row["worst_measured_over_run_budget"] = max(v["measured_full"] / v["run_budget"]
-                                                    for v in row["versions"].values())
+        for what in ("budget", "budget_tolerance", "measured_budget", "run_budget"):
+            row[f"versions_within_{what}"] = sum(v[f"within_{what}"] for v in vs.values())
+        row["worst_measured_over_budget"] = max(v["measured_full"] / v["budget"] for v in vs.values() if v["budget"])
+        row["worst_measured_over_measured_budget"] = max(v["measured_full"] / v["measured_budget"] for v in vs.values())
+        row["worst_measured_over_run_budget"] = max(v["measured_full"] / v["run_budget"] for v in vs.values())
     return {"alpha": alpha, "repeat": repeat, "tolerance": MEASURED_TOLERANCE, "cost_model_now": now.to_json(),
             "quiet_wait_seconds": getattr(time_retrievals, "waited", None), "run_speed": speed, "rows": rows}
 
