@@ -34,7 +34,7 @@ from .snapshot import Snapshot, Tensor
 from . import reader as reader_mod
 from .reader import TensorReader, parse_record
 from .stores.base import Store
-from .writer import DEFAULT_MEMORY_LIMIT, PARALLEL_MIN_BYTES, BaseIndex, VersionWriter
+from .writer import DEFAULT_MEMORY_LIMIT, BaseIndex, VersionWriter
 from .delta.select import MIN_SAVING
 
 FORMAT_VERSION = 1
@@ -59,6 +59,17 @@ Progress = Callable[[int], None]  # called with the number of logical bytes just
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+#: Tensors at least this big are decoded on the pool; smaller ones on the
+#: calling thread. Decoding runs at about 1 GB/s, so a 256 KiB tensor is a
+#: quarter-millisecond task, and handing it to a worker (a wake-up, the GIL
+#: passed back and forth) costs as much: on the 2-CPU VM, 16 tensors of 256
+#: KiB retrieved 1.4 x faster on the calling thread alone, 16 of 512 KiB
+#: about as fast, 8 of 1 MiB 1.2 x slower (bench/reports/2026-11-28-session12).
+#: Encoding costs several times more per byte, so the writer's threshold
+#: (`writer.PARALLEL_MIN_BYTES`) is lower.
+DECODE_PARALLEL_MIN_BYTES = 512 << 10
 
 
 def _workers() -> int:
@@ -694,8 +705,8 @@ class Repository:
                 if progress:
                     progress(entries[i].nbytes)
 
-        big = [i for i, e in enumerate(entries) if e.nbytes >= PARALLEL_MIN_BYTES]
-        small = [i for i, e in enumerate(entries) if e.nbytes < PARALLEL_MIN_BYTES]
+        big = [i for i, e in enumerate(entries) if e.nbytes >= DECODE_PARALLEL_MIN_BYTES]
+        small = [i for i, e in enumerate(entries) if e.nbytes < DECODE_PARALLEL_MIN_BYTES]
         if len(entries) < 2:
             read(big + small, parallel=True)
             return out

@@ -41,7 +41,7 @@ DEFAULT_MEMORY_LIMIT = 4 << 30
 #: Tensors up to this size keep their plane frames inside their record
 #: (one object instead of a record plus one chunk per plane).
 INLINE_MAX = 1 << 20
-#: Tensors at least this big are encoded (and decoded, pas.repo) on worker threads.
+#: Tensors at least this big are encoded on worker threads (decoding: `repo.DECODE_PARALLEL_MIN_BYTES`).
 PARALLEL_MIN_BYTES = 256 << 10
 #: Elements read from a candidate base to rank it by bitwise similarity.
 SIMILARITY_ELEMENTS = 1 << 14
