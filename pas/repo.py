@@ -581,7 +581,7 @@ class Repository:
         finally:
             self.reader.clear_cache()  # decoded bases are shared within one retrieve only
 
-    def retrieve_many(self, refs: Iterable[str | bytes], files: bool = True,
+    def retrieve_many(self, refs: Iterable[str | bytes | Version], files: bool = True,
                       progress: Progress | None = None) -> Iterator[tuple[Version, Snapshot]]:
         """Several versions, each verified as `retrieve` verifies one, with every
         stored delta decoded once.
@@ -595,9 +595,9 @@ class Repository:
         delta against come first (the given order where that allows); at most
         the decoded tensors still needed as bases are held, within the base
         cache's bound (`TensorReader`, BASE_CACHE_BYTES). A version named twice
-        is yielded once.
+        is yielded once. A `Version` already read may stand for its ref.
         """
-        versions = list({v.id: v for v in map(self.version, refs)}.values())
+        versions = list({v.id: v for v in (r if isinstance(r, Version) else self.version(r) for r in refs)}.values())
         order, uses = self._shared_bases(versions)
         needed = Counter(a for used in uses.values() for a in used)
         try:

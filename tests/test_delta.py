@@ -660,8 +660,9 @@ def test_retrieve_many_decodes_every_stored_delta_once():
     one_by_one = chunk_reads()
 
     repo.store.read.clear()
-    got = list(repo.retrieve_many([ids["v3"], "v2", ids["v1"][:12], "v0", "v2"]))
-    # bases first, the given order otherwise; a version named twice comes once
+    got = list(repo.retrieve_many([ids["v3"], "v2", ids["v1"][:12], repo.version("v0"), "v2"]))
+    # bases first, the given order otherwise; a version named twice comes once (a
+    # Version already read stands for its ref)
     assert [v.name for v, _ in got] == ["v0", "v1", "v3", "v2"]
     for v, snap in got:
         assert_same_snapshot(snap, snaps[v.name])

@@ -239,7 +239,7 @@ def _retrieve_many(refs: List[str], out: Path, fmt: Optional[str], as_json: bool
         total = sum(e.nbytes for v in versions.values() for e in v.tensors)
         out.mkdir(parents=True, exist_ok=True)
         with _progress(total, f"retrieve {len(by_id)} versions") as cb:
-            for v, snap in repo.retrieve_many(list(versions), progress=cb):
+            for v, snap in repo.retrieve_many(list(versions.values()), progress=cb):
                 for ref in by_id[v.id]:
                     form = fmt or snap.format
                     path = out / (names[ref] + _FORMAT_SUFFIX[form])
