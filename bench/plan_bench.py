@@ -1,7 +1,7 @@
 """The planning benchmark of issue 6: the paper's Fig. 6(c) and Table V on our data.
 
     python -m bench.plan_bench [--quick] [--out DIR] [--work DIR] [--scale S]
-                               [--alphas 1,1.6,4] [--repeat 5] [--no-corpus] [--keep]
+                               [--alphas 1,1.6,4] [--repeat 9] [--no-corpus] [--keep]
     python -m bench.plan_bench --corpus-repack [--out DIR] [--work DIR] [--repeat 3]
 
 **Fig. 6(c)** (storage against the budget factor alpha). Each repository is
@@ -20,8 +20,9 @@ storage (`spt`), least storage (`mst`, depth-bounded) and PAS (`best`) at
 alpha = 1.6 -- the repository is copied and re-packed to the plan
 (`pas.archive.repack.repack`), then every version is retrieved
 (`Repository.retrieve`: full precision, and the top 2 and top 1 byte planes,
-``top_bytes=k``), median of ``--repeat`` runs per version (warm OS cache, one
-thread per call as the library chooses). Reported with the physical bytes
+``top_bytes=k``), the least of ``--repeat`` runs per version (`measured`;
+the median is reported beside it; warm OS cache, threads as the library
+chooses). Reported with the physical bytes
 (`Repository.physical_bytes`), the model's prediction per version, and each
 version's budget (alpha x its SPT cost, model seconds); measured times are also
 held against alpha x the MEASURED time of the same version under the SPT plan.
@@ -219,7 +220,7 @@ def _version_labels(repo, labels) -> dict[str, str]:
 
 
 def time_retrievals(paths: dict[str, Path], labels, repeat: int, quiet_seconds: float | None = None) -> dict:
-    """{plan: {precision: {label: median seconds}}}: every version of every
+    """{plan: {precision: {label: [seconds, ...]}}}: every version of every
     repository in ``paths`` (copies of one repository, one per plan) retrieved
     ``repeat`` times, interleaved: per round, per version, per precision, one
     retrieval from each copy in turn. A slow spell of the (shared) machine then
@@ -248,8 +249,15 @@ def time_retrievals(paths: dict[str, Path], labels, repeat: int, quiet_seconds: 
         for repo in repos.values():
             repo.close()
     time_retrievals.waited = quiet.waited
-    return {name: {p: {lab: statistics.median(v) for lab, v in per.items()} for p, per in r.items()}
-            for name, r in runs.items()}
+    return runs
+
+
+#: How one version's repeated retrievals become its measured time. The least:
+#: interference on a shared machine only ever adds time, so the fastest of the
+#: interleaved repeats is the best estimate of what the layout itself costs
+#: (as `timeit` advises); the median is reported beside it.
+def measured(samples: list[float]) -> float:
+    return min(samples)
 
 
 #: Measured times are held against the budgets as they are, and with this
@@ -295,11 +303,12 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
             shutil.rmtree(dst, ignore_errors=True)
     for key, title, *_ in TABLE5_PLANS:
         res, rsec = results[key]
-        tm = times[key]
+        tm = {p: {lab: measured(v) for lab, v in per.items()} for p, per in times[key].items()}
         per = {lab: {"budget": _fin(res.recreation[lab]["budget"]), "modelled": res.recreation[lab]["after"],
                      "modelled_now": modelled_now[key][lab],
                      "budget_now": alpha * modelled_now[TABLE5_PLANS[0][0]][lab],
                      **{f"measured_{p}": tm[p][lab] for p, _ in PRECISIONS},
+                     "measured_full_median": statistics.median(times[key]["full"][lab]),
                      **({"version_factor": res.version_factors.get(lab)} if res.version_factors else {})}
                for lab in labels}
         rows.append({"plan": key, "title": title, "algorithm": res.algorithm, "alpha": alpha,
@@ -340,7 +349,8 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
                                             or v["measured_full"] <= v["budget"] * (1 + MEASURED_TOLERANCE))
             v["within_measured_budget"] = v["measured_full"] <= v["measured_budget"]
             v["within_run_budget"] = v["measured_full"] <= v["run_budget"]
-        for what in ("budget", "budget_tolerance", "measured_budget", "run_budget"):
+            v["within_run_budget_median"] = v["measured_full_median"] <= v["run_budget"]
+        for what in ("budget", "budget_tolerance", "measured_budget", "run_budget", "run_budget_median"):
             row[f"versions_within_{what}"] = sum(v[f"within_{what}"] for v in vs.values())
         row["worst_measured_over_budget"] = max(v["measured_full"] / v["budget"] for v in vs.values() if v["budget"])
         row["worst_measured_over_measured_budget"] = max(v["measured_full"] / v["measured_budget"] for v in vs.values())
@@ -352,7 +362,7 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
 def done_when(rep: dict) -> dict:
     """Issue 6's Done-when on one repository: at alpha 1.6, storage within 10% of
     the MST, every version within budget by the model and by measurement:
-    measured whole-version retrieval (median of the repeats) within its run
+    measured whole-version retrieval (`measured`: the least of the repeats) within its run
     budget (alpha x its modelled SPT time at the machine's speed in the run,
     `table5`), strictly. Also reported: against alpha x the modelled SPT time
     (strict and within ``MEASURED_TOLERANCE``) and against alpha x the
@@ -441,7 +451,7 @@ def markdown(res: dict) -> str:
         if "table5" not in rep:
             continue
         t5 = rep["table5"]
-        L += [f"### Table V: time to recreate a version, alpha = {t5['alpha']:g} (measured: median of "
+        L += [f"### Table V: time to recreate a version, alpha = {t5['alpha']:g} (measured: least of "
               f"{t5['repeat']} per version, then the mean over versions)", "",
               "| plan | physical MB | estimated MB | deepest chain | modelled full (ms) | measured full (ms) | "
               "measured / modelled (median) | measured top 2 bytes (ms) | measured top 1 byte (ms) | "
@@ -461,7 +471,7 @@ def markdown(res: dict) -> str:
         L += ["", f"**Done-when (alpha = {dw['alpha']:g})**: PAS ({pas_title}) physical storage = "
               f"{dw['physical_over_mst']:.3f} x the depth-bounded MST's (estimated: {dw['estimated_over_mst_bounded']:.3f}"
               f" x; {dw['estimated_over_mst_unbounded']:.3f} x the unbounded MST floor); every version within budget "
-              f"by the model: {'yes' if dw['feasible_modelled'] else 'NO'}; measured (whole-version retrieval, median "
+              f"by the model: {'yes' if dw['feasible_modelled'] else 'NO'}; measured (whole-version retrieval, least "
               f"of {t5['repeat']}) within its run budget (alpha x its modelled SPT time x {dw['run_speed']:.2f}, the "
               f"SPT copy's median measured / modelled time in this run): {dw['within_run_budget']} of "
               f"{dw['versions']} (worst {dw['worst_over_run_budget']:.2f} x). "
@@ -705,7 +715,7 @@ def corpus_markdown(res: dict) -> str:
 
 
 # ------------------------------------------------------------------ run
-def run(out: Path, work: Path, scale: float, corpus: list[Dataset], alphas=ALPHAS, repeat: int = 5,
+def run(out: Path, work: Path, scale: float, corpus: list[Dataset], alphas=ALPHAS, repeat: int = 9,
         table5_corpus: bool = True, quick: bool = False, synthetic_seed: int = 0,
         quiet_seconds: float | None = None) -> dict:
     started = time.perf_counter()
@@ -748,8 +758,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
     ap.add_argument("--scale", type=float, help=f"synthetic scale (default {FULL_SCALE}; --quick {QUICK_SCALE})")
     ap.add_argument("--alphas", help="comma-separated budget factors (default " + ",".join(map(str, ALPHAS)) + ")")
-    ap.add_argument("--repeat", type=int, help="retrievals per version and plan, interleaved; the median is kept "
-                    "(default 5; --corpus-repack: 3)")
+    ap.add_argument("--repeat", type=int, help="retrievals per version and plan, interleaved; the least is kept "
+                    "for Table V, the median for the corpus repack (default 9; --corpus-repack: 3)")
     ap.add_argument("--no-corpus", action="store_true", help="the synthetic repository only")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--quiet-seconds", type=float, default=QUIET_SECONDS,
@@ -785,7 +795,7 @@ def main(argv=None) -> int:
             _log(f"no corpus, synthetic only: {e}")
     work = a.work or Path(tempfile.mkdtemp(prefix="pas-plan-bench-"))
     try:
-        res = run(a.out, work, scale, corpus, alphas, a.repeat or 5, table5_corpus=not a.quick, quick=a.quick,
+        res = run(a.out, work, scale, corpus, alphas, a.repeat or 9, table5_corpus=not a.quick, quick=a.quick,
                   quiet_seconds=a.quiet_seconds)
     finally:
         if not a.keep:
