@@ -223,7 +223,7 @@ def time_retrievals(paths: dict[str, Path], labels, repeat: int, quiet_seconds: 
     """{plan: {precision: {label: [seconds, ...]}}}: every version of every
     repository in ``paths`` (copies of one repository, one per plan) retrieved
     ``repeat`` times, interleaved: per round, per version, per precision, one
-    retrieval from each copy in turn. A slow spell of the (shared) machine then
+    retrieval from each copy in turn, the copy that goes first rotating. A slow spell of the (shared) machine then
     falls on every plan alike, so the plans compare fairly, and no version is
     retrieved twice in a row (a retrieval never finds its data in the CPU caches
     because it was just read). Full precision, and the top 2 and top 1 bytes.
@@ -236,11 +236,18 @@ def time_retrievals(paths: dict[str, Path], labels, repeat: int, quiet_seconds: 
         ids = {name: _version_labels(repo, labels) for name, repo in repos.items()}
         for name, repo in repos.items():               # warm-up: first-call costs of each handle
             repo.retrieve(ids[name][labels[0]])
-        for _ in range(repeat):
-            for lab in labels:
+        names = list(repos)
+        for rnd in range(repeat):
+            for j, lab in enumerate(labels):
                 quiet.gate()
+                # The copy timed first after the gate's sleep runs slower (measured:
+                # the SPT copy, always first, 10-15% over its model against the
+                # others'), so the first slot rotates over the copies.
+                first = (rnd + j) % len(names)
+                order = names[first:] + names[:first]
                 for pname, k in PRECISIONS:
-                    for name, repo in repos.items():
+                    for name in order:
+                        repo = repos[name]
                         t = time.perf_counter()
                         snap = repo.retrieve(ids[name][lab], top_bytes=k)
                         runs[name][pname][lab].append(time.perf_counter() - t)
