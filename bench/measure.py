@@ -199,9 +199,10 @@ class Contender:
         self.pass_totals.append(self.pass_total + dt)
 
 
-def rotated(contenders: list[Contender], step: int) -> list[Contender]:
-    """The live contenders, starting at a different one at every step."""
-    live = [c for c in contenders if c.alive]
+def rotated(contenders: list, step: int) -> list:
+    """The live contenders (any items without an ``alive`` flag count as live),
+    starting at a different one at every step."""
+    live = [c for c in contenders if getattr(c, "alive", True)]
     if not live:
         return []
     k = step % len(live)

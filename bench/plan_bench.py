@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import memory, synthetic
+from bench.measure import rotated
 from bench.datasets import Dataset, corpus_datasets, corpus_dir
 from pas.archive import budgets_for, evaluate, repo_graph
 from pas.archive.algorithms import plan as make_plan
@@ -243,10 +244,8 @@ def time_retrievals(paths: dict[str, Path], labels, repeat: int, quiet_seconds: 
                 # The copy timed first after the gate's sleep runs slower (measured:
                 # the SPT copy, always first, 10-15% over its model against the
                 # others'), so the first slot rotates over the copies.
-                first = (rnd + j) % len(names)
-                order = names[first:] + names[:first]
                 for pname, k in PRECISIONS:
-                    for name in order:
+                    for name in rotated(names, rnd + j):
                         repo = repos[name]
                         t = time.perf_counter()
                         snap = repo.retrieve(ids[name][lab], top_bytes=k)
