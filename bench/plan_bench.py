@@ -258,11 +258,11 @@ def time_retrievals(paths: dict[str, Path], labels, repeat: int, quiet_seconds: 
     return runs
 
 
-#: How one version's repeated retrievals become its measured time. The least:
-#: interference on a shared machine only ever adds time, so the fastest of the
-#: interleaved repeats is the best estimate of what the layout itself costs
-#: (as `timeit` advises); the median is reported beside it.
 def measured(samples: list[float]) -> float:
+    """One version's measured time from its repeated retrievals: the least.
+    Interference on a shared machine only ever adds time, so the fastest of the
+    interleaved repeats is the best estimate of what the layout itself costs
+    (as `timeit` advises); the median is reported beside it."""
     return min(samples)
 
 
@@ -334,7 +334,7 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
     # Measured budgets (what the Done-when is judged on): alpha x the version's
     # measured time under the SPT plan, same run, interleaved, the least of the
     # repeats on both sides. A slowness of one version hits every copy alike: in
-    # one run five versions measured 1.3-1.5 x slower under every plan
+    # one run seven versions measured 1.1-1.5 x slower than the rest under every plan
     # (per-version times correlating at 0.77-0.90 across the copies), and only a
     # budget measured in the same run follows it. Run budgets, reported beside:
     # alpha x the version's modelled SPT time at the machine's speed in this run
@@ -342,7 +342,7 @@ def table5(path: Path, work: Path, alpha: float, repeat: int, quiet_seconds: flo
     # cannot move; they were judged on while one version's SPT time was mostly
     # noise (median of 5, small tensors decoded on the pool: 0.74-1.27 x the
     # mean of versions that cost the same by construction; the least of 9 with
-    # them decoded on the calling thread: 0.92-1.10 x).
+    # them decoded on the calling thread: 0.88-1.25 x, mostly 0.91-1.11 x).
     spt_row = rows[0]
     speed = statistics.median(v["measured_full"] / v["modelled"] for v in spt_row["versions"].values()
                               if v["modelled"] > 0)
