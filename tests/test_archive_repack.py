@@ -225,6 +225,8 @@ def test_refine_applies_measures_and_plans_again(source, monkeypatch):
     assert len(res.passes) == 2 and res.passes[0]["version_factors"] is None
     assert res.passes[1]["version_factors"] == res.version_factors and set(res.version_factors) == set(res.recreation)
     assert res.storage["before"] == plain.storage["before"] and res.feasible["after"]
+    with Repository.open(path) as repo:   # the store's size before the first pass and after the second
+        assert res.physical_before == plain.physical_before and res.physical_after == repo.physical_bytes()
     assert res.passes[0]["storage"]["after"] == pytest.approx(plain.storage["after"])
     for r in res.recreation.values():
         assert r["after"] <= r["budget"] / 1.05 * (1 + 1e-9)

@@ -350,9 +350,12 @@ def repack(repo, algorithm: str = "best", alpha: float | None = None, max_second
                             measure_versions, margin)
     if dry_run:
         raise BadInput("refining applies a plan and measures it: it cannot be a dry run")
+    # The store's size is read (every key and value) before the first pass and
+    # after the second only: the result reports no size in between.
     first = _repack_once(repo, algorithm, alpha, max_seconds, model, False, False, recalibrate, progress,
-                         measure_versions, margin)
-    second = _repack_once(repo, algorithm, alpha, max_seconds, model, False, gc, False, progress, True, margin)
+                         measure_versions, margin, size_after=False)
+    second = _repack_once(repo, algorithm, alpha, max_seconds, model, False, gc, False, progress, True, margin,
+                          physical_before=first.physical_before)
     return _two_passes(first, second)
 
 
@@ -370,13 +373,13 @@ def _two_passes(first: RepackResult, second: RepackResult) -> RepackResult:
     for key in ("chunks_written", "chunks_reused", "records_written", "orphan_records_removed", "bytes_written",
                 "verified"):
         setattr(res, key, getattr(first, key) + getattr(second, key))
-    res.physical_before = first.physical_before
     res.seconds = first.seconds + second.seconds
     return res
 
 
 def _repack_once(repo, algorithm, alpha, max_seconds, model, dry_run, gc, recalibrate, progress,
-                 measure_versions, margin) -> RepackResult:
+                 measure_versions, margin, physical_before: int | None = None,
+                 size_after: bool = True) -> RepackResult:
     from . import repo_graph
     started = time.perf_counter()
     rg = repo_graph.build(repo, model, recalibrate=recalibrate, measure=False)
@@ -402,7 +405,8 @@ def _repack_once(repo, algorithm, alpha, max_seconds, model, dry_run, gc, recali
                     for s in g.snapshots},
         feasible={"before": before.feasible, "after": ev.feasible},
         depth={"before": max(d_before.values(), default=0), "after": max(d_after.values(), default=0)},
-        tensors={}, physical_before=repo.physical_bytes(), version_factors=factors, margin=margin)
+        tensors={}, physical_before=repo.physical_bytes() if physical_before is None else physical_before,
+        version_factors=factors, margin=margin)
     if dry_run:
         _summarise(res, tgts)
         res.seconds = time.perf_counter() - started
@@ -435,7 +439,8 @@ def _repack_once(repo, algorithm, alpha, max_seconds, model, dry_run, gc, recali
         _step("repack.gc")                           # (d) chunks nothing names any more
         res.gc = repo.gc(force=True).to_json()
         _step("repack.gc.done")
-    res.physical_after = repo.physical_bytes()
+    if size_after:
+        res.physical_after = repo.physical_bytes()
     res.seconds = time.perf_counter() - started
     return res
 
